@@ -1,0 +1,3 @@
+from mercurio.cli import main
+
+main()

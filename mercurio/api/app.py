@@ -1,0 +1,149 @@
+"""The ASGI application: FastAPI for the REST routes, a raw endpoint for the stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import RedirectResponse
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mercurio.api import dev, events, notifications, stream
+from mercurio.api.errors import install_error_handlers, send_error
+from mercurio.config import Settings
+from mercurio.node import Node
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """413 for a request body over the limit, whether it declares its length or not."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope = _json_by_default(scope)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await send_error(send, 413, f"request body over {self.limit} bytes")
+                    return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                await send_error(send, 413, f"request body over {self.limit} bytes")
+
+
+def _json_by_default(scope: Scope) -> Scope:
+    """Read a body sent without a JSON content type as JSON, as the prototype did.
+
+    `curl -d` labels bodies as form data; the API only speaks JSON, so the label is corrected
+    rather than the request refused.
+    """
+    if scope["method"] not in ("POST", "PUT", "PATCH"):
+        return scope
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    kinds = [v for k, v in scope["headers"] if k == b"content-type"]
+    if kinds and b"json" in kinds[0]:
+        return scope
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+
+
+class Mercurio:
+    """Routes the stream to its lean endpoint and everything else to FastAPI."""
+
+    def __init__(self, node: Node, rest: ASGIApp) -> None:
+        self.node = node
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            match = stream.STREAM_PATH.fullmatch(scope["path"])
+            if match is not None and scope["method"] != "OPTIONS":
+                await stream.handle(self.node, scope, receive, send, match.group(1))
+                return
+        await self.rest(scope, receive, send)
+
+
+def build_rest_app(node: Node) -> FastAPI:
+    """The FastAPI application with every REST route."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    app = FastAPI(
+        title="Mercurio",
+        version="0.1.0",
+        summary="Notifications over server-sent events, with an inbox.",
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    install_error_handlers(app)
+
+    @app.get("/", tags=["meta"])
+    async def welcome() -> dict[str, str]:
+        """The prototype's greeting."""
+        return {"message": "Welcome to Mercurio"}
+
+    @app.get("/app", include_in_schema=False)
+    async def app_redirect() -> RedirectResponse:
+        return RedirectResponse("/app/")
+
+    app.include_router(events.router)
+    app.include_router(notifications.router)
+    app.include_router(dev.router)
+    if STATIC_DIR.is_dir():
+        app.mount("/app", StaticFiles(directory=STATIC_DIR, html=True), name="app")
+    return app
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    """The whole service as one ASGI application."""
+    node = Node(settings)
+    rest = build_rest_app(node)
+    app: ASGIApp = Mercurio(node, BodyLimit(rest, settings.max_body_bytes))
+    if settings.cors_allowed_origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=settings.cors_allowed_methods,
+            allow_headers=settings.cors_allowed_headers,
+            allow_credentials="*" not in settings.cors_allowed_origins,
+        )
+    return app

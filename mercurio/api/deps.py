@@ -1,0 +1,75 @@
+"""Request dependencies: the node, the caller, and what the caller may touch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from mercurio.api.errors import ApiError
+from mercurio.auth import AuthError, Principal, bearer_token
+from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN
+from mercurio.node import Node
+
+
+def get_node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+NodeDep = Annotated[Node, Depends(get_node)]
+
+
+def get_principal(
+    node: NodeDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    token = bearer_token(authorization)
+    if token is None:
+        raise AuthError(401, "missing bearer token (Authorization: Bearer <token>)")
+    return node.auth.verify(token)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def check_client_id(client_id: str) -> str:
+    """The path's client id, or 400 when it is not one."""
+    if not CLIENT_ID_PATTERN.fullmatch(client_id):
+        raise ApiError(400, "clientID must be 1-128 letters, digits, '_', '.', ':', '@' or '-'")
+    return client_id
+
+
+def own_client(clientID: str, principal: PrincipalDep) -> str:
+    """The client id of the path, when the caller is that client."""
+    check_client_id(clientID)
+    if principal.user_id != clientID:
+        raise ApiError(403, "this token may not access another client's notifications")
+    return clientID
+
+
+OwnClient = Annotated[str, Depends(own_client)]
+
+
+def require_publisher(principal: PrincipalDep) -> Principal:
+    if not principal.is_publisher:
+        raise ApiError(403, "this token may not publish (needs the publisher role)")
+    return principal
+
+
+Publisher = Annotated[Principal, Depends(require_publisher)]
+
+
+def parse_notification_id(value: str) -> int:
+    """A notification id from the path or query, or 400."""
+    if not value.isascii() or not value.isdigit() or len(value) > 18 or int(value) < 1:
+        raise ApiError(400, "notification id must be a positive integer")
+    return int(value)
+
+
+def check_category(value: str, what: str = "category") -> str:
+    if not CATEGORY_PATTERN.fullmatch(value):
+        raise ApiError(
+            400,
+            f"{what} must be a slug: 1-32 of a-z, 0-9, '-' or '_', starting with a letter or digit",
+        )
+    return value

@@ -1,0 +1,188 @@
+"""Tokens and principals: who is calling, and may they publish."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from mercurio.config import Settings
+
+TICKET_TYPE = "mercurio-stream-ticket"
+
+
+class AuthError(Exception):
+    """A request's credentials were refused; carries the HTTP status and a clear message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    user_id: str
+    is_publisher: bool
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A verified, not yet consumed, single-use stream ticket."""
+
+    ticket_id: str
+    client_id: str
+    expires_at: float
+    principal: Principal
+
+
+_DECODE_ERRORS: list[tuple[type[Exception], str]] = [
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not yet valid"),
+    (jwt.InvalidAudienceError, "token audience not accepted"),
+    (jwt.InvalidIssuerError, "token issuer not accepted"),
+    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
+    (jwt.InvalidAlgorithmError, "token algorithm not allowed"),
+    (jwt.InvalidSignatureError, "token signature is invalid"),
+    (jwt.InvalidKeyError, "token cannot be verified with the configured key"),
+    (jwt.DecodeError, "token is malformed"),
+]
+
+
+def _describe(exc: jwt.PyJWTError) -> str:
+    for kind, message in _DECODE_ERRORS:
+        if isinstance(exc, kind):
+            return message
+    return "token is invalid"
+
+
+def _claim_has(claims: dict[str, Any], name: str, wanted: str) -> bool:
+    value = claims.get(name)
+    if isinstance(value, str):
+        return wanted in value.split()
+    if isinstance(value, list):
+        return wanted in value
+    return False
+
+
+class Authenticator:
+    """Verifies JWTs and mints and verifies stream tickets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._algorithms = list(settings.auth_algorithms)
+        self._key: str | bytes = settings.key_text()
+        if settings.uses_hmac:
+            self._key = self._key.encode()
+        self._issuer = settings.auth_issuer or None
+        self._audience = settings.auth_audience or None
+        self._publishers = settings.publisher_ids
+        self._ticket_ttl = settings.ticket_ttl
+        self._can_sign = settings.uses_hmac
+        # Tickets are signed with a key derived from the configured one, so every node of a
+        # cluster sharing that key accepts the others' tickets and a ticket is never a JWT.
+        seed = settings.key_text().encode()
+        self._ticket_key = hmac.new(seed, b"mercurio stream tickets", hashlib.sha256).digest()
+
+    def verify(self, token: str) -> Principal:
+        """Decode and check a bearer token, or raise AuthError(401)."""
+        if len(token) > 8192:
+            raise AuthError(401, "token is too large")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": [], "verify_aud": self._audience is not None},
+                leeway=5,
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(401, _describe(exc)) from None
+        if claims.get("typ") == TICKET_TYPE:
+            raise AuthError(401, "a stream ticket is not a bearer token")
+        return self._principal(claims)
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        user = claims.get("user_id", claims.get("sub"))
+        if isinstance(user, int) and not isinstance(user, bool):
+            user = str(user)
+        if not isinstance(user, str) or not user:
+            raise AuthError(401, "token has no user_id or sub claim")
+        publisher = (
+            _claim_has(claims, "roles", "publisher")
+            or _claim_has(claims, "scope", "notifications:publish")
+            or user in self._publishers
+        )
+        exp = claims.get("exp")
+        return Principal(user, publisher, float(exp) if isinstance(exp, int | float) else None)
+
+    def mint_ticket(self, principal: Principal, client_id: str) -> tuple[str, int]:
+        """A single-use stream ticket for client_id, and its lifetime in seconds."""
+        now = int(time.time())
+        claims = {
+            "typ": TICKET_TYPE,
+            "jti": uuid.uuid4().hex,
+            "sub": principal.user_id,
+            "cid": client_id,
+            "exp": now + self._ticket_ttl,
+            "pub": principal.is_publisher,
+        }
+        if principal.expires_at is not None:
+            claims["texp"] = principal.expires_at
+        return jwt.encode(claims, self._ticket_key, algorithm="HS256"), self._ticket_ttl
+
+    def read_ticket(self, ticket: str, client_id: str) -> Ticket:
+        """Verify a ticket's signature, lifetime and client; consumption is the store's job."""
+        if len(ticket) > 2048:
+            raise AuthError(401, "stream ticket is invalid")
+        try:
+            claims = jwt.decode(ticket, self._ticket_key, algorithms=["HS256"])
+        except jwt.ExpiredSignatureError:
+            raise AuthError(401, "stream ticket expired") from None
+        except jwt.PyJWTError:
+            raise AuthError(401, "stream ticket is invalid") from None
+        if claims.get("typ") != TICKET_TYPE or not isinstance(claims.get("jti"), str):
+            raise AuthError(401, "stream ticket is invalid")
+        if claims.get("cid") != client_id:
+            raise AuthError(403, "stream ticket is for another client")
+        texp = claims.get("texp")
+        principal = Principal(
+            str(claims["sub"]),
+            bool(claims.get("pub")),
+            float(texp) if isinstance(texp, int | float) else None,
+        )
+        return Ticket(claims["jti"], client_id, float(claims["exp"]), principal)
+
+    def mint_token(self, user_id: str, *, publisher: bool = False, ttl: float | None = 3600) -> str:
+        """A bearer token signed with the configured HMAC key (CLI and development)."""
+        if not self._can_sign:
+            raise AuthError(500, "cannot mint tokens: the configured key is a public key")
+        claims: dict[str, Any] = {"user_id": user_id, "sub": user_id, "iat": int(time.time())}
+        if ttl is not None:
+            claims["exp"] = int(time.time() + ttl)
+        if publisher:
+            claims["roles"] = ["publisher"]
+        if self._issuer:
+            claims["iss"] = self._issuer
+        if self._audience:
+            claims["aud"] = self._audience
+        return jwt.encode(claims, self._key, algorithm=self._algorithms[0])
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header, if it is one."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(401, "Authorization header must be 'Bearer <token>'")
+    return token.strip()

@@ -1,0 +1,231 @@
+"""Settings: the prototype's MERCURIO_* names, read once at start-up and validated up front."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+# The prototype's development key (DESIGN.md). Only ever used outside production.
+DEVELOPMENT_KEY = "that-is-a-super-freaking-secret-key"
+
+HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
+PUBLIC_KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"}
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it in one line."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of a Mercurio node."""
+
+    model_config = SettingsConfigDict(env_prefix="MERCURIO_", extra="ignore", frozen=True)
+
+    env: Environment = "development"
+    env_dir: str = "."
+    nid: str = ""
+    db_conn: str = "sqlite:///mercurio.db"
+
+    auth_pk_text: str = ""
+    auth_pk_path: str = ""
+    auth_algorithms: CommaList = Field(default_factory=lambda: ["HS256"])
+    auth_issuer: str = ""
+    auth_audience: str = ""
+    publishers: CommaList | None = None
+    ticket_ttl: int = Field(default=60, ge=5, le=600)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    cors_allowed_origins: CommaList = Field(default_factory=list)
+    cors_allowed_headers: CommaList = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "Last-Event-ID"]
+    )
+    cors_allowed_methods: CommaList = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
+    )
+
+    mq: bool = False
+    mq_conn: str = ""
+    mq_topic: str = "mercurio"
+    mq_routing_key: str = "notifications"
+
+    sse_heartbeat: float = Field(default=15.0, gt=0, le=3600)
+    sse_retry_ms: int = Field(default=3000, ge=0, le=600_000)
+    stream_buffer: int = Field(default=256, ge=1, le=100_000)
+    replay_max: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_destinations: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] | None = None
+
+    @field_validator(
+        "auth_algorithms",
+        "publishers",
+        "cors_allowed_origins",
+        "cors_allowed_headers",
+        "cors_allowed_methods",
+        mode="before",
+    )
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one algorithm")
+        unknown = [a for a in value if a not in HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS]
+        if unknown:
+            raise ValueError(f"unsupported algorithm {unknown[0]!r}")
+        families = {a in HMAC_ALGORITHMS for a in value}
+        if len(families) > 1:
+            # One key cannot serve both families; mixing them invites key-confusion attacks.
+            raise ValueError("mixes HMAC (HS*) and public-key algorithms; pick one family")
+        return value
+
+    @field_validator("nid")
+    @classmethod
+    def _nid_shape(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+            raise ValueError("use 1-64 letters, digits, '_', '.', ':' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.mq and not self.mq_conn:
+            raise ValueError("MERCURIO_MQ_CONN: required when MERCURIO_MQ is on")
+        return self
+
+    @property
+    def uses_hmac(self) -> bool:
+        return self.auth_algorithms[0] in HMAC_ALGORITHMS
+
+    @property
+    def publisher_ids(self) -> frozenset[str]:
+        if self.publishers is not None:
+            return frozenset(self.publishers)
+        return frozenset() if self.env == "production" else frozenset({"666"})
+
+    @property
+    def node_id(self) -> str:
+        return self.nid or f"{socket.gethostname()}-{self.http_port}"
+
+    @property
+    def log_as_json(self) -> bool:
+        if self.log_format is not None:
+            return self.log_format == "json"
+        return self.env == "production"
+
+    def key_text(self) -> str:
+        """The verification key: MERCURIO_AUTH_PK_TEXT, else the file, else the dev key."""
+        if self.auth_pk_text:
+            return self.auth_pk_text
+        if self.auth_pk_path:
+            return Path(self.auth_pk_path).read_text()
+        return DEVELOPMENT_KEY
+
+
+def env_files(env: str, env_dir: str) -> list[Path]:
+    """The .env files in priority order, first wins (the prototype's order)."""
+    names = [f".env.{env}.local"]
+    if env != "test":
+        names.append(".env.local")
+    names += [f".env.{env}", ".env"]
+    return [Path(env_dir) / name for name in names]
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password hidden, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    name = f"MERCURIO_{field.upper()}" if field else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if message.startswith("MERCURIO_"):
+        return message
+    value = error.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) and field else ""
+    return f"{name}: {message}{shown}"
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment and the .env files; raise ConfigError on a bad one."""
+    source = os.environ if environ is None else environ
+    env = source.get("MERCURIO_ENV", "development")
+    if env not in ("development", "test", "production"):
+        raise ConfigError(f"MERCURIO_ENV: must be development, test or production (got {env!r})")
+    env_dir = source.get("MERCURIO_ENV_DIR", ".")
+    # pydantic-settings lets later files win, the prototype lets earlier ones win.
+    files = tuple(str(p) for p in reversed(env_files(env, env_dir)) if p.is_file())
+    try:
+        if environ is None:
+            settings = Settings(_env_file=files or None, **overrides)  # type: ignore[call-arg]
+        else:
+            with _environment(environ):
+                settings = Settings(_env_file=files or None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+    _check_keys(settings)
+    return settings
+
+
+@contextmanager
+def _environment(environ: dict[str, str]) -> Iterator[None]:
+    """Swap os.environ for an explicit mapping (tests and tools pass their own)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _check_keys(settings: Settings) -> None:
+    if settings.auth_pk_path and not settings.auth_pk_text:
+        path = Path(settings.auth_pk_path)
+        if not path.is_file():
+            raise ConfigError(f"MERCURIO_AUTH_PK_PATH: no such file {str(path)!r}")
+    key = settings.key_text().strip()
+    if not key:
+        raise ConfigError("MERCURIO_AUTH_PK_TEXT: the key is empty")
+    if settings.env == "production" and key == DEVELOPMENT_KEY:
+        raise ConfigError(
+            "MERCURIO_AUTH_PK_TEXT: refusing the development key in production; set a real key"
+        )
+    if not settings.uses_hmac and "BEGIN" not in key:
+        raise ConfigError("MERCURIO_AUTH_PK_TEXT: public-key algorithms need a PEM public key")

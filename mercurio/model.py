@@ -1,0 +1,57 @@
+"""The notification as it travels between store, hub, broker and API."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+ANNOUNCEMENT = "*"
+"""The client id under which an announcement (one row for every user) is stored."""
+
+DEFAULT_CATEGORY = "general"
+CATEGORY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+EVENT_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    """What a publisher asked to store for one destination (or ANNOUNCEMENT)."""
+
+    event_id: str
+    source_id: str
+    client_id: str
+    category: str
+    data_json: str
+    check_duplicate: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A stored notification; read_at is the viewing client's own read time."""
+
+    id: int
+    event_id: str
+    source_id: str
+    client_id: str
+    category: str
+    data_json: str
+    created_at: datetime
+    read_at: datetime | None = None
+
+    @property
+    def is_announcement(self) -> bool:
+        return self.client_id == ANNOUNCEMENT
+
+
+def utc(moment: datetime) -> datetime:
+    """The moment as an aware UTC datetime (SQLite hands back naive ones)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a Z, as browsers parse it."""
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,0 +1,56 @@
+"""SSE frames as bytes, built once per notification and shared by every stream that gets it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from mercurio.model import Notification, rfc3339
+
+CONNECTED = b": connected\n\n"
+HEARTBEAT = b": heartbeat\n\n"
+
+
+def retry(milliseconds: int) -> bytes:
+    """The reconnection-delay hint."""
+    return b"retry: %d\n\n" % milliseconds
+
+
+def named(event: str, payload: Any) -> bytes:
+    """A named event (read-state, reset, token-expired): `onmessage` does not fire for it."""
+    return b"event: %s\ndata: %s\n\n" % (event.encode(), orjson.dumps(payload))
+
+
+class NotificationFrame:
+    """The frame of one notification, split around the client id.
+
+    An announcement goes to every user with the same bytes but for the `clientID` field, so the
+    JSON is encoded once and each stream gets `head + client + tail`: a concatenation, not an
+    encoding.
+    """
+
+    __slots__ = ("category", "head", "id", "tail")
+
+    def __init__(self, note: Notification) -> None:
+        self.id = note.id
+        self.category = note.category
+        marker = "\x00client\x00"
+        body = orjson.dumps(
+            {
+                "notificationID": note.id,
+                "eventID": note.event_id,
+                "sourceID": note.source_id,
+                "clientID": marker,
+                "data": orjson.Fragment(note.data_json),
+                "category": note.category,
+                "createdAt": rfc3339(note.created_at),
+            }
+        )
+        head, _, tail = body.partition(orjson.dumps(marker))
+        self.head = b"id: %d\ndata: %s" % (note.id, head)
+        self.tail = tail + b"\n\n"
+
+    def for_client(self, client_id: str) -> bytes:
+        """The bytes for one receiving client."""
+        return self.head + orjson.dumps(client_id) + self.tail

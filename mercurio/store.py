@@ -1,0 +1,592 @@
+"""Persistence: the ledger of notifications, with group-committed, commit-ordered publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from mercurio.config import ConfigError, redact_url
+from mercurio.model import ANNOUNCEMENT, NewNotification, Notification, utc
+from mercurio.schema import announcement_states, notifications, preferences, stream_tickets
+
+Status = Literal["all", "read", "unread"]
+OnCommit = Callable[[list[Notification]], None]
+
+# Every publishing transaction on PostgreSQL takes this transaction-scoped advisory lock before
+# it draws ids, so ids are handed out in commit order across all nodes (DESIGN.md invariant 4):
+# once id N is visible, every id below N is either visible too or will never exist.
+PUBLISH_LOCK_KEY = 0x6D657263  # "merc"
+MAX_BATCH_ITEMS = 20_000
+IN_CHUNK = 500
+
+n = notifications
+s = announcement_states
+
+
+class StoreUnavailable(Exception):
+    """The database could not complete the operation."""
+
+
+def database_url(conn: str) -> str:
+    """MERCURIO_DB_CONN as an async SQLAlchemy URL (a bare path means a SQLite file)."""
+    conn = conn.strip()
+    if not conn:
+        raise ConfigError("MERCURIO_DB_CONN: empty; use a SQLite path or a postgresql:// URL")
+    if "://" not in conn:
+        return f"sqlite+aiosqlite:///{conn}"
+    scheme, rest = conn.split("://", 1)
+    driver = {
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+        "postgresql+asyncpg": "postgresql+asyncpg",
+    }.get(scheme)
+    if driver is None:
+        raise ConfigError(
+            f"MERCURIO_DB_CONN: unsupported scheme {scheme!r} in {redact_url(conn)!r}; "
+            "use sqlite:///path or postgresql://user@host/db"
+        )
+    return f"{driver}://{rest}"
+
+
+@dataclass(slots=True)
+class _PublishRequest:
+    items: list[NewNotification]
+    future: asyncio.Future[list[Notification]]
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a client's notifications, newest first."""
+
+    notifications: list[Notification]
+    unread_count: int
+    next_before: int | None
+
+
+@dataclass(slots=True)
+class Replay:
+    """What a resuming stream missed, oldest first; truncated when it exceeded the limit."""
+
+    notifications: list[Notification] = field(default_factory=list)
+    truncated: bool = False
+
+
+def _row_to_notification(row: sa.Row[Any]) -> Notification:
+    read_at = row.read_at
+    return Notification(
+        id=row.id,
+        event_id=row.event_id,
+        source_id=row.source_id,
+        client_id=row.client_id,
+        category=row.category,
+        data_json=row.data,
+        created_at=utc(row.created_at),
+        read_at=utc(read_at) if read_at is not None else None,
+    )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Store:
+    """The database: publishes go through one group-committing writer, reads go straight."""
+
+    def __init__(self, conn: str, *, queue_size: int = 4096) -> None:
+        self.url = database_url(conn)
+        self.dialect = make_url(self.url).get_backend_name()
+        self.on_commit: OnCommit | None = None
+        self._queue: asyncio.Queue[_PublishRequest] = asyncio.Queue(maxsize=queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._read_engine: AsyncEngine | None = None
+        self._write_engine: AsyncEngine | None = None
+        self.batches_committed = 0
+        self.items_committed = 0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self, *, migrate: bool = True) -> None:
+        """Open the engines, bring the schema to head, start the writer."""
+        self._read_engine, self._write_engine = self._engines()
+        if migrate:
+            await self.migrate()
+        self._writer = asyncio.create_task(self._write_loop(), name="mercurio-store-writer")
+
+    def _engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        if not self.is_sqlite:
+            engine = create_async_engine(self.url, pool_size=10, max_overflow=10)
+            return engine, engine
+        path = make_url(self.url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        reader = create_async_engine(self.url, pool_size=8, max_overflow=8)
+        writer = create_async_engine(self.url, pool_size=4, max_overflow=4)
+        _sqlite_pragmas(reader, immediate=False)
+        _sqlite_pragmas(writer, immediate=True)
+        return reader, writer
+
+    async def migrate(self) -> None:
+        """Run the Alembic migrations to head (nodes of a cluster serialise on a lock)."""
+        assert self._write_engine is not None
+        async with self._write_engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": 1})
+            await conn.run_sync(_upgrade)
+
+    async def close(self) -> None:
+        """Finish the publishes already queued, then close the engines."""
+        if self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        engines = {id(e): e for e in (self._read_engine, self._write_engine) if e is not None}
+        for engine in engines.values():
+            await engine.dispose()
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        try:
+            async with self._reader().connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _reader(self) -> AsyncEngine:
+        assert self._read_engine is not None, "store not started"
+        return self._read_engine
+
+    def _writer_engine(self) -> AsyncEngine:
+        assert self._write_engine is not None, "store not started"
+        return self._write_engine
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def publish(self, items: list[NewNotification]) -> list[Notification]:
+        """Store items in one transaction (shared with concurrent publishes); return them.
+
+        An item whose (client, event id) already exists is answered with the stored one.
+        """
+        if self._writer is None or self._writer.done():
+            raise StoreUnavailable("store is closed")
+        future: asyncio.Future[list[Notification]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_PublishRequest(items, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        # Group commit: while one transaction is being written, publishes queue up; the next
+        # transaction takes all of them, so one fsync serves many requests.
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].items)
+            while size < MAX_BATCH_ITEMS and not self._queue.empty():
+                request = self._queue.get_nowait()
+                batch.append(request)
+                size += len(request.items)
+            try:
+                await self._commit_batch(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit_batch(self, batch: list[_PublishRequest]) -> None:
+        try:
+            answers, fresh = await self._write_batch(batch)
+        except asyncio.CancelledError:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(StoreUnavailable("store is closing"))
+            raise
+        except Exception as exc:
+            error = StoreUnavailable(f"publish failed: {type(exc).__name__}")
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        self.batches_committed += 1
+        self.items_committed += len(fresh)
+        if fresh and self.on_commit is not None:
+            self.on_commit(fresh)
+        for request, answer in zip(batch, answers, strict=True):
+            if not request.future.done():
+                request.future.set_result(answer)
+
+    async def _write_batch(
+        self, batch: list[_PublishRequest]
+    ) -> tuple[list[list[Notification]], list[Notification]]:
+        now = datetime.now(UTC)
+        async with self._writer_engine().begin() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}
+                )
+            all_items = [item for request in batch for item in request.items]
+            known = await self._existing(conn, [i for i in all_items if i.check_duplicate])
+            pending: dict[tuple[str, str], NewNotification] = {}
+            for item in all_items:
+                key = (item.client_id, item.event_id)
+                if key not in known:
+                    pending.setdefault(key, item)
+            rows = [
+                {
+                    "event_id": item.event_id,
+                    "source_id": item.source_id,
+                    "client_id": item.client_id,
+                    "category": item.category,
+                    "data": item.data_json,
+                    "created_at": now,
+                }
+                for item in pending.values()
+            ]
+            fresh: list[Notification] = []
+            if rows:
+                result = await conn.execute(
+                    n.insert().returning(n.c.id, sort_by_parameter_order=True), rows
+                )
+                for (key, item), row in zip(pending.items(), result.all(), strict=True):
+                    stored = Notification(
+                        row.id,
+                        item.event_id,
+                        item.source_id,
+                        item.client_id,
+                        item.category,
+                        item.data_json,
+                        now,
+                    )
+                    known[key] = stored
+                    fresh.append(stored)
+        fresh.sort(key=lambda note: note.id)
+        answers = [
+            [known[(item.client_id, item.event_id)] for item in request.items] for request in batch
+        ]
+        return answers, fresh
+
+    async def _existing(
+        self, conn: AsyncConnection, items: list[NewNotification]
+    ) -> dict[tuple[str, str], Notification]:
+        by_event: dict[str, set[str]] = {}
+        for item in items:
+            by_event.setdefault(item.event_id, set()).add(item.client_id)
+        found: dict[tuple[str, str], Notification] = {}
+        for event_id, clients in by_event.items():
+            for chunk in _chunks(sorted(clients), IN_CHUNK):
+                query = sa.select(n).where(n.c.event_id == event_id, n.c.client_id.in_(chunk))
+                for row in await conn.execute(query):
+                    note = _row_to_notification(row)
+                    found[(note.client_id, note.event_id)] = note
+        return found
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _visible(client_id: str) -> sa.Select[Any]:
+        """The client's notifications and announcements, with the client's own read state."""
+        joined = n.outerjoin(s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id))
+        return (
+            sa.select(
+                n.c.id,
+                n.c.event_id,
+                n.c.source_id,
+                n.c.client_id,
+                n.c.category,
+                n.c.data,
+                n.c.created_at,
+                sa.func.coalesce(n.c.read_at, s.c.read_at).label("read_at"),
+            )
+            .select_from(joined)
+            .where(
+                n.c.client_id.in_([client_id, ANNOUNCEMENT]),
+                n.c.deleted_at.is_(None),
+                s.c.deleted_at.is_(None),
+            )
+        )
+
+    @staticmethod
+    def _unread(query: sa.Select[Any]) -> sa.Select[Any]:
+        return query.where(n.c.read_at.is_(None), s.c.read_at.is_(None))
+
+    async def page(
+        self,
+        client_id: str,
+        *,
+        status: Status = "all",
+        limit: int = 50,
+        before: int | None = None,
+        category: str | None = None,
+    ) -> Page:
+        """A page of the client's notifications, newest first, and the unread count."""
+        query = self._visible(client_id)
+        if status == "unread":
+            query = self._unread(query)
+        elif status == "read":
+            query = query.where(sa.or_(n.c.read_at.isnot(None), s.c.read_at.isnot(None)))
+        if before is not None:
+            query = query.where(n.c.id < before)
+        if category is not None:
+            query = query.where(n.c.category == category)
+        query = query.order_by(n.c.id.desc()).limit(limit + 1)
+        async with self._reader().connect() as conn:
+            rows = (await conn.execute(query)).all()
+            unread = await self._count_unread(conn, client_id)
+        items = [_row_to_notification(row) for row in rows[:limit]]
+        next_before = items[-1].id if len(rows) > limit else None
+        return Page(items, unread, next_before)
+
+    async def _count_unread(
+        self, conn: AsyncConnection, client_id: str, category: str | None = None
+    ) -> int:
+        subquery = self._unread(self._visible(client_id))
+        if category is not None:
+            subquery = subquery.where(n.c.category == category)
+        count = sa.select(sa.func.count()).select_from(subquery.subquery())
+        return int((await conn.execute(count)).scalar_one())
+
+    async def unread_count(self, client_id: str) -> int:
+        """How many of the client's notifications are unread."""
+        async with self._reader().connect() as conn:
+            return await self._count_unread(conn, client_id)
+
+    async def get(self, client_id: str, notification_id: int) -> Notification | None:
+        """One of the client's notifications, or None (also when it is someone else's)."""
+        query = self._visible(client_id).where(n.c.id == notification_id)
+        async with self._reader().connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _row_to_notification(row) if row is not None else None
+
+    async def since(
+        self,
+        client_id: str,
+        after_id: int,
+        *,
+        limit: int,
+        categories: frozenset[str] | None = None,
+        muted: frozenset[str] = frozenset(),
+    ) -> Replay:
+        """What the client missed after after_id, oldest first, at most the newest `limit`."""
+        query = self._visible(client_id).where(n.c.id > after_id)
+        if categories is not None:
+            query = query.where(n.c.category.in_(sorted(categories)))
+        if muted:
+            query = query.where(n.c.category.not_in(sorted(muted)))
+        query = query.order_by(n.c.id.desc()).limit(limit + 1)
+        async with self._reader().connect() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [_row_to_notification(row) for row in rows[:limit]]
+        items.reverse()
+        return Replay(items, truncated=len(rows) > limit)
+
+    async def committed_after(self, after_id: int, *, limit: int) -> list[Notification]:
+        """Every notification (all clients) committed with an id above after_id, in id order."""
+        query = (
+            sa.select(n)
+            .where(n.c.id > after_id, n.c.deleted_at.is_(None))
+            .order_by(n.c.id)
+            .limit(limit)
+        )
+        async with self._reader().connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_notification(row) for row in rows]
+
+    async def last_id(self) -> int:
+        """The highest notification id committed so far (0 when none)."""
+        async with self._reader().connect() as conn:
+            value = (await conn.execute(sa.select(sa.func.max(n.c.id)))).scalar()
+        return int(value or 0)
+
+    # -- read state -------------------------------------------------------------------------
+
+    async def set_read(
+        self, client_id: str, notification_id: int, read: bool
+    ) -> Notification | None:
+        """Mark one notification read or unread; None when the client cannot see it."""
+        now = datetime.now(UTC)
+        async with self._writer_engine().begin() as conn:
+            row = (
+                await conn.execute(self._visible(client_id).where(n.c.id == notification_id))
+            ).first()
+            if row is None:
+                return None
+            note = _row_to_notification(row)
+            read_at = (note.read_at or now) if read else None
+            if note.is_announcement:
+                await _upsert_state(conn, client_id, notification_id, read_at=read_at)
+            else:
+                await conn.execute(
+                    n.update().where(n.c.id == notification_id).values(read_at=read_at)
+                )
+        return Notification(
+            note.id,
+            note.event_id,
+            note.source_id,
+            note.client_id,
+            note.category,
+            note.data_json,
+            note.created_at,
+            read_at,
+        )
+
+    async def mark_all_read(self, client_id: str, category: str | None = None) -> int:
+        """Mark every unread notification of the client (of one category) read; how many."""
+        now = datetime.now(UTC)
+        async with self._writer_engine().begin() as conn:
+            own = n.update().where(
+                n.c.client_id == client_id, n.c.read_at.is_(None), n.c.deleted_at.is_(None)
+            )
+            if category is not None:
+                own = own.where(n.c.category == category)
+            updated = (await conn.execute(own.values(read_at=now))).rowcount or 0
+            unread = self._unread(self._visible(client_id)).where(n.c.client_id == ANNOUNCEMENT)
+            if category is not None:
+                unread = unread.where(n.c.category == category)
+            for row in (await conn.execute(unread)).all():
+                await _upsert_state(conn, client_id, row.id, read_at=now)
+                updated += 1
+        return int(updated)
+
+    async def delete(self, client_id: str, notification_id: int) -> bool:
+        """Hide one notification from the client; False when the client cannot see it."""
+        now = datetime.now(UTC)
+        async with self._writer_engine().begin() as conn:
+            row = (
+                await conn.execute(self._visible(client_id).where(n.c.id == notification_id))
+            ).first()
+            if row is None:
+                return False
+            if row.client_id == ANNOUNCEMENT:
+                read_at = utc(row.read_at) if row.read_at is not None else None
+                await _upsert_state(
+                    conn, client_id, notification_id, read_at=read_at, deleted_at=now
+                )
+            else:
+                await conn.execute(
+                    n.update().where(n.c.id == notification_id).values(deleted_at=now)
+                )
+        return True
+
+    # -- preferences and tickets ------------------------------------------------------------
+
+    async def muted_categories(self, client_id: str) -> frozenset[str]:
+        """The categories this client muted."""
+        query = sa.select(preferences.c.muted_categories).where(
+            preferences.c.client_id == client_id
+        )
+        async with self._reader().connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return frozenset(orjson.loads(value)) if value else frozenset()
+
+    async def set_muted_categories(self, client_id: str, muted: Iterable[str]) -> frozenset[str]:
+        """Replace the categories this client muted."""
+        chosen = frozenset(muted)
+        async with self._writer_engine().begin() as conn:
+            await _upsert(
+                conn,
+                preferences,
+                {"client_id": client_id, "muted_categories": orjson.dumps(sorted(chosen)).decode()},
+                keys=["client_id"],
+            )
+        return chosen
+
+    async def consume_ticket(self, ticket_id: str, expires_at: float) -> bool:
+        """Record a stream ticket as used; False when it already was (single use)."""
+        now = time.time()
+        try:
+            async with self._writer_engine().begin() as conn:
+                await conn.execute(
+                    stream_tickets.delete().where(stream_tickets.c.expires_at < now - 60)
+                )
+                await conn.execute(
+                    stream_tickets.insert().values(ticket_id=ticket_id, expires_at=expires_at)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+
+async def _upsert(
+    conn: AsyncConnection, table: sa.Table, values: dict[str, Any], *, keys: list[str]
+) -> None:
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    statement = insert(table).values(**values)
+    updates = {k: v for k, v in values.items() if k not in keys}
+    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+
+
+async def _upsert_state(
+    conn: AsyncConnection,
+    client_id: str,
+    notification_id: int,
+    *,
+    read_at: datetime | None,
+    deleted_at: datetime | None = None,
+) -> None:
+    values = {
+        "client_id": client_id,
+        "notification_id": notification_id,
+        "read_at": read_at,
+        "deleted_at": deleted_at,
+    }
+    await _upsert(conn, announcement_states, values, keys=["client_id", "notification_id"])
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to choose.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a publish answered 200 survives power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front: a deferred transaction that upgrades from
+        # read to write fails at once with SQLITE_BUSY instead of waiting its turn.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def upgrade_database(conn: str) -> None:
+    """Bring the database's schema to the newest migration (`mercurio db upgrade`)."""
+    store = Store(conn)
+    store._read_engine, store._write_engine = store._engines()
+    try:
+        await store.migrate()
+    finally:
+        await store.close()

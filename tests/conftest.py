@@ -1,0 +1,189 @@
+"""Fixtures: real servers on free loopback ports, real databases, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mercurio.auth import Authenticator
+from mercurio.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("MERCURIO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def services_required() -> bool:
+    """On CI the service-backed tests are mandatory; on a laptop they may skip."""
+    return os.environ.get("CI") == "true" or os.environ.get("MERCURIO_REQUIRE_SERVICES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    if services_required():
+        pytest.fail(f"{reason} (required on CI)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def authenticator() -> Authenticator:
+    return Authenticator(load_settings({"MERCURIO_ENV": "test"}))
+
+
+def make_token(user: str, *, publisher: bool = False, ttl: float | None = 3600) -> str:
+    return authenticator().mint_token(user, publisher=publisher, ttl=ttl)
+
+
+def bearer(user: str, *, publisher: bool = False, ttl: float | None = 3600) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(user, publisher=publisher, ttl=ttl)}"}
+
+
+PUBLISHER = bearer("666")
+
+
+def new_client_id() -> str:
+    """A client id no other test uses, so tests can share one server."""
+    return f"u{uuid.uuid4().hex[:12]}"
+
+
+class ServerProcess:
+    """`python -m mercurio serve` in its own process, as users run it."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(env.get("MERCURIO_TEST_LOG", os.devnull))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        env = {**os.environ, "MERCURIO_ENV": "test", **self.env}
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mercurio",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                if httpx.get(self.url + "/", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start in 30 s")
+
+    def tail(self) -> str:
+        try:
+            return self.log_path.read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One shared server on SQLite; tests keep apart by using fresh client ids."""
+    folder = tmp_path_factory.mktemp("server")
+    proc = ServerProcess(
+        {
+            "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
+            "MERCURIO_SSE_HEARTBEAT": "1",
+            "MERCURIO_REPLAY_MAX": "50",
+            "MERCURIO_STREAM_BUFFER": "64",
+            "MERCURIO_TEST_LOG": str(folder / "server.log"),
+        }
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+    """Start servers with their own settings; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def _make(env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
+        merged = {
+            "MERCURIO_DB_CONN": f"sqlite:///{tmp_path}/mercurio.db",
+            "MERCURIO_TEST_LOG": str(tmp_path / "server.log"),
+            **(env or {}),
+        }
+        proc = ServerProcess(merged, port)
+        started.append(proc)
+        return proc.start()
+
+    yield _make  # type: ignore[misc]
+    for proc in started:
+        proc.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"mercurio_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        import asyncpg
+    except ImportError:
+        skip_or_fail("asyncpg is not installed")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        skip_or_fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
