@@ -138,6 +138,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def announce_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A shared server for tests that announce to everyone.
+
+    An announcement reaches every user of its database, so on the shared `server` it would
+    show up in every other test's lists and unread counts.
+    """
+    folder = tmp_path_factory.mktemp("announce-server")
+    proc = ServerProcess(
+        {
+            "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
+            "MERCURIO_TEST_LOG": str(folder / "server.log"),
+        }
+    ).start()
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     """Start servers with their own settings; all are stopped after the test."""

@@ -87,7 +87,7 @@ async def open_stream(
                 client,
                 "GET",
                 url,
-                headers=headers,
+                headers=dict(headers or {}),
                 params=params,
                 timeout=httpx.Timeout(10, read=None),
             ) as source:

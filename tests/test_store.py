@@ -1,0 +1,205 @@
+"""The store's guarantees, on SQLite and on PostgreSQL (the same assertions for both)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mercurio.config import ConfigError
+from mercurio.model import ANNOUNCEMENT, NewNotification
+from mercurio.store import Store, database_url
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = Store(store_url)
+    await store.start()
+    await _wipe(store)
+    yield store
+    await store.close()
+
+
+async def _wipe(store: Store) -> None:
+    import sqlalchemy as sa
+
+    async with store._writer_engine().begin() as conn:
+        for table in ("notifications", "announcement_states", "preferences", "stream_tickets"):
+            await conn.execute(sa.text(f"DELETE FROM {table}"))
+
+
+def item(
+    client: str, event: str, *, category: str = "general", data: str = '"x"', check: bool = True
+) -> NewNotification:
+    return NewNotification(event, "src", client, category, data, check_duplicate=check)
+
+
+def test_database_url_forms() -> None:
+    assert database_url("mercurio.db") == "sqlite+aiosqlite:///mercurio.db"
+    assert database_url("sqlite:///a/b.db") == "sqlite+aiosqlite:///a/b.db"
+    assert database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert database_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
+    with pytest.raises(ConfigError, match=r"MERCURIO_DB_CONN.*mysql.*u:\*\*\*@"):
+        database_url("mysql://u:secret@h/db")
+
+
+async def test_concurrent_publishes_share_transactions(store: Store) -> None:
+    seen: list[int] = []
+    store.on_commit = lambda fresh: seen.extend(n.id for n in fresh)
+    results = await asyncio.gather(*(store.publish([item("a", f"e{i}")]) for i in range(200)))
+    ids = [r[0].id for r in results]
+    assert len(set(ids)) == 200
+    assert store.batches_committed < 200  # grouped: fewer transactions than publishes
+    assert seen == sorted(seen) and sorted(seen) == sorted(ids)
+
+
+async def test_same_event_to_same_destination_is_stored_once(store: Store) -> None:
+    first = await store.publish([item("a", "evt"), item("b", "evt")])
+    again = await store.publish([item("a", "evt", data='"changed"'), item("c", "evt")])
+    assert again[0] == first[0]
+    assert again[1].client_id == "c" and again[1].id > first[1].id
+    both = await asyncio.gather(
+        store.publish([item("d", "same")]), store.publish([item("d", "same")])
+    )
+    assert both[0][0].id == both[1][0].id
+    page = await store.page("a")
+    assert [n.data_json for n in page.notifications] == ['"x"']
+
+
+async def test_page_orders_newest_first_and_filters(store: Store) -> None:
+    stored = await store.publish(
+        [item("a", f"e{i}", category="c" if i % 2 else "d") for i in range(7)]
+    )
+    ids = [n.id for n in stored]
+    page = await store.page("a", limit=3)
+    assert [n.id for n in page.notifications] == ids[::-1][:3]
+    assert page.next_before == ids[4]
+    rest = await store.page("a", limit=10, before=page.next_before)
+    assert [n.id for n in rest.notifications] == ids[::-1][3:]
+    assert rest.next_before is None
+    only_c = await store.page("a", category="c")
+    assert [n.id for n in only_c.notifications] == [ids[5], ids[3], ids[1]]
+    await store.set_read("a", ids[0], True)
+    read = await store.page("a", status="read")
+    assert [n.id for n in read.notifications] == [ids[0]]
+    assert read.unread_count == 6
+    assert (await store.page("b")).notifications == []
+
+
+async def test_read_unread_keeps_first_read_time_and_respects_owner(store: Store) -> None:
+    (note,) = await store.publish([item("a", "e")])
+    assert await store.set_read("b", note.id, True) is None
+    first = await store.set_read("a", note.id, True)
+    assert first is not None and first.read_at is not None
+    second = await store.set_read("a", note.id, True)
+    assert second is not None and second.read_at == first.read_at
+    cleared = await store.set_read("a", note.id, False)
+    assert cleared is not None and cleared.read_at is None
+    assert await store.delete("b", note.id) is False
+    assert await store.delete("a", note.id) is True
+    assert await store.get("a", note.id) is None
+
+
+async def test_announcements_have_per_client_state(store: Store) -> None:
+    (ann,) = await store.publish([item(ANNOUNCEMENT, "news")])
+    (own,) = await store.publish([item("a", "own")])
+    assert [n.id for n in (await store.page("a")).notifications] == [own.id, ann.id]
+    assert [n.id for n in (await store.page("zz")).notifications] == [ann.id]
+    await store.set_read("a", ann.id, True)
+    assert await store.unread_count("a") == 1
+    assert await store.unread_count("b") == 1
+    assert await store.mark_all_read("b") == 1
+    assert await store.unread_count("b") == 0
+    assert await store.delete("a", ann.id)
+    assert await store.get("a", ann.id) is None
+    assert await store.get("b", ann.id) is not None
+
+
+async def test_since_replays_in_order_and_truncates_to_the_newest(store: Store) -> None:
+    stored = await store.publish(
+        [item("a", f"e{i}", category="k" if i < 3 else "m") for i in range(6)]
+    )
+    ids = [n.id for n in stored]
+    replay = await store.since("a", ids[1], limit=10)
+    assert [n.id for n in replay.notifications] == ids[2:] and not replay.truncated
+    short = await store.since("a", 0, limit=4)
+    assert [n.id for n in short.notifications] == ids[2:] and short.truncated
+    filtered = await store.since("a", 0, limit=10, categories=frozenset({"k"}))
+    assert [n.id for n in filtered.notifications] == ids[:3]
+    muted = await store.since("a", 0, limit=10, muted=frozenset({"k"}))
+    assert [n.id for n in muted.notifications] == ids[3:]
+
+
+async def test_tickets_are_single_use(store: Store) -> None:
+    assert await store.consume_ticket("t1", 9e9)
+    assert not await store.consume_ticket("t1", 9e9)
+    assert await store.consume_ticket("t2", 9e9)
+
+
+async def test_preferences_round_trip(store: Store) -> None:
+    assert await store.muted_categories("a") == frozenset()
+    await store.set_muted_categories("a", ["x", "y"])
+    await store.set_muted_categories("a", ["y"])
+    assert await store.muted_categories("a") == frozenset({"y"})
+
+
+async def test_resuming_never_skips_a_late_commit_under_concurrent_publishers(
+    store_url: str,
+) -> None:
+    """DESIGN.md invariant 4: several nodes' writers publish at once while a reader resumes
+    again and again from the last id it saw; it must end with every id exactly once."""
+    nodes = [Store(store_url) for _ in range(4)]
+    for node in nodes:
+        await node.start()
+    await _wipe(nodes[0])
+    published: list[int] = []
+    done = asyncio.Event()
+    try:
+
+        async def publisher(node: Store, n: int) -> None:
+            for _ in range(60):
+                batch = [
+                    item("reader", uuid.uuid4().hex, check=False)
+                    for k in range(random.randint(1, 3))
+                ]
+                published.extend(x.id for x in await node.publish(batch))
+                await asyncio.sleep(random.random() / 500)
+
+        async def reader() -> list[int]:
+            seen: list[int] = []
+            cursor = 0
+            while True:
+                finished = done.is_set()
+                replay = await nodes[0].since("reader", cursor, limit=100_000)
+                seen.extend(n.id for n in replay.notifications)
+                if replay.notifications:
+                    cursor = replay.notifications[-1].id
+                if finished:
+                    return seen
+                await asyncio.sleep(0)
+
+        reading = asyncio.create_task(reader())
+        await asyncio.gather(
+            *(publisher(node, n) for n, node in enumerate(nodes) for _ in range(2))
+        )
+        done.set()
+        seen = await reading
+    finally:
+        for node in nodes:
+            await node.close()
+    assert len(seen) == len(set(seen)), "a notification was replayed twice"
+    assert sorted(seen) == sorted(published), "a resume skipped a late commit"
