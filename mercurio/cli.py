@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +16,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
@@ -29,13 +29,24 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (MERCURIO_HTTP_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (MERCURIO_HTTP_PORT)")] = None,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+    ssl_certfile: Annotated[
+        str | None,
+        typer.Option(help="Serve HTTPS with this PEM certificate (MERCURIO_SSL_CERTFILE)"),
+    ] = None,
+    ssl_keyfile: Annotated[
+        str | None, typer.Option(help="The certificate's PEM private key (MERCURIO_SSL_KEYFILE)")
+    ] = None,
 ) -> None:
     """Run the HTTP server."""
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if host is not None:
         overrides["http_host"] = host
     if port is not None:
         overrides["http_port"] = port
+    if ssl_certfile is not None:
+        overrides["ssl_certfile"] = ssl_certfile
+    if ssl_keyfile is not None:
+        overrides["ssl_keyfile"] = ssl_keyfile
     settings = _settings(**overrides)
     from mercurio.logs import configure_logging
 
@@ -49,6 +60,8 @@ def serve(
             reload=True,
             host=settings.http_host,
             port=settings.http_port,
+            ssl_certfile=settings.ssl_certfile or None,
+            ssl_keyfile=settings.ssl_keyfile or None,
         )
         return
     from mercurio.server import build_server
@@ -67,7 +80,9 @@ def _parse_ttl(text: str) -> float | None:
         return None
     match = _TTL.fullmatch(text)
     if not match:
-        raise typer.BadParameter("use a number with s, m, h or d, e.g. 1h; 'never' for none")
+        raise typer.BadParameter(
+            "use a number with s, m, h or d, e.g. 1h; 'never' for none", param_hint="--ttl"
+        )
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
@@ -103,6 +118,62 @@ def db_upgrade() -> None:
         typer.echo(f"mercurio: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"database at {redact_url(settings.db_conn)} is up to date")
+
+
+_URL_HELP = "The Mercurio server"
+_TOKEN_HELP = "Bearer token; minted from the configured key in development and test if absent"
+
+
+@app.command()
+def send(
+    data: Annotated[str, typer.Argument(help="What to send: text, or JSON with --json")],
+    to: Annotated[list[str] | None, typer.Option(help="Client id to notify (repeatable)")] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Announce to every user")] = False,
+    category: Annotated[str | None, typer.Option(help="Category slug (default general)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="DATA is a JSON value")] = False,
+    source: Annotated[str | None, typer.Option(help="sourceID (default: the token's user)")] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: a UUID)")] = None,
+    url: Annotated[str, typer.Option(help=_URL_HELP)] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(envvar="MERCURIO_TOKEN", help=_TOKEN_HELP)] = None,
+) -> None:
+    """Publish a notification to clients (--to), or to everyone (--all)."""
+    from mercurio import terminal
+
+    raise typer.Exit(
+        terminal.send(
+            url=url,
+            token=token,
+            to=to or [],
+            everyone=everyone,
+            category=category,
+            as_json=as_json,
+            data=data,
+            source=source,
+            event_id=event_id,
+        )
+    )
+
+
+@app.command()
+def listen(
+    user: Annotated[str, typer.Option(help="The client id whose notifications to show")],
+    category: Annotated[
+        list[str] | None, typer.Option(help="Only this category (repeatable)")
+    ] = None,
+    last_event_id: Annotated[
+        str | None, typer.Option(help="Also show what came after this notification id")
+    ] = None,
+    url: Annotated[str, typer.Option(help=_URL_HELP)] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(envvar="MERCURIO_TOKEN", help=_TOKEN_HELP)] = None,
+) -> None:
+    """Print a client's notifications as they arrive, one line each, reconnecting."""
+    from mercurio import terminal
+
+    raise typer.Exit(
+        terminal.listen(
+            url=url, user=user, token=token, categories=category, last_event_id=last_event_id
+        )
+    )
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    shutdown_grace: float = Field(default=10.0, ge=1, le=3600)
     cors_allowed_origins: CommaList = Field(default_factory=list)
     cors_allowed_headers: CommaList = Field(
         default_factory=lambda: ["Authorization", "Content-Type", "Last-Event-ID"]
@@ -74,6 +77,10 @@ class Settings(BaseSettings):
     replay_max: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_destinations: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_streams_per_client: int = Field(default=10, ge=1, le=10_000)
+    publish_rate: float = Field(default=1000.0, ge=0, le=1_000_000)  # 0: no limit
+    publish_burst: int = Field(default=2000, ge=1, le=10_000_000)
+    metrics_token: str = Field(default="", repr=False)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] | None = None
@@ -109,6 +116,16 @@ class Settings(BaseSettings):
             raise ValueError("mixes HMAC (HS*) and public-key algorithms; pick one family")
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_shape(cls, value: str) -> str:
+        # A bearer key, never echoed back: the error must not quote it.
+        if value and not (16 <= len(value) <= 512 and value.isascii() and value.isprintable()):
+            raise ValueError("MERCURIO_METRICS_TOKEN: use 16-512 printable ASCII characters")
+        if " " in value:
+            raise ValueError("MERCURIO_METRICS_TOKEN: must not contain spaces")
+        return value
+
     @field_validator("nid")
     @classmethod
     def _nid_shape(cls, value: str) -> str:
@@ -120,6 +137,8 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         if self.mq and not self.mq_conn:
             raise ValueError("MERCURIO_MQ_CONN: required when MERCURIO_MQ is on")
+        if self.mq:
+            _check_cluster(self.mq_conn, self.db_conn)
         return self
 
     @property
@@ -149,6 +168,25 @@ class Settings(BaseSettings):
         if self.auth_pk_path:
             return Path(self.auth_pk_path).read_text()
         return DEVELOPMENT_KEY
+
+
+def _check_cluster(mq_conn: str, db_conn: str) -> None:
+    """A broker needs an engine for its URL and a database every node shares."""
+    from mercurio.brokers import BACKENDS, scheme_of, supported
+
+    scheme = scheme_of(mq_conn)
+    if scheme not in BACKENDS:
+        raise ValueError(
+            f"MERCURIO_MQ_CONN: unsupported scheme {scheme!r} in {redact_url(mq_conn)!r}; "
+            f"use one of {supported()}"
+        )
+    db = db_conn.strip().lower()
+    # memory:// fans out inside one process only, where one SQLite file serves every node.
+    if scheme != "memory" and ("://" not in db or db.startswith("sqlite")):
+        raise ValueError(
+            "MERCURIO_DB_CONN: SQLite cannot be shared between nodes; "
+            "use postgresql://… with MERCURIO_MQ=on"
+        )
 
 
 def env_files(env: str, env_dir: str) -> list[Path]:
@@ -181,7 +219,7 @@ def _first_error(exc: ValidationError) -> str:
     return f"{name}: {message}{shown}"
 
 
-def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Read settings from the environment and the .env files; raise ConfigError on a bad one."""
     source = os.environ if environ is None else environ
     env = source.get("MERCURIO_ENV", "development")
@@ -192,14 +230,20 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
     files = tuple(str(p) for p in reversed(env_files(env, env_dir)) if p.is_file())
     try:
         if environ is None:
-            settings = Settings(_env_file=files or None, **overrides)  # type: ignore[call-arg]
+            settings = _build(files, overrides)
         else:
             with _environment(environ):
-                settings = Settings(_env_file=files or None, **overrides)  # type: ignore[call-arg]
+                settings = _build(files, overrides)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc)) from None
     _check_keys(settings)
+    _check_tls(settings)
     return settings
+
+
+def _build(files: tuple[str, ...], overrides: dict[str, Any]) -> Settings:
+    arguments: dict[str, Any] = {"_env_file": files or None, **overrides}
+    return Settings(**arguments)
 
 
 @contextmanager
@@ -229,3 +273,12 @@ def _check_keys(settings: Settings) -> None:
         )
     if not settings.uses_hmac and "BEGIN" not in key:
         raise ConfigError("MERCURIO_AUTH_PK_TEXT: public-key algorithms need a PEM public key")
+
+
+def _check_tls(settings: Settings) -> None:
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        missing = "MERCURIO_SSL_KEYFILE" if settings.ssl_certfile else "MERCURIO_SSL_CERTFILE"
+        raise ConfigError(f"{missing}: TLS needs both a certificate and its private key")
+    for name, value in (("CERTFILE", settings.ssl_certfile), ("KEYFILE", settings.ssl_keyfile)):
+        if value and not Path(value).is_file():
+            raise ConfigError(f"MERCURIO_SSL_{name}: no such file {value!r}")

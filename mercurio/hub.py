@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import structlog
 
 from mercurio import sse
+from mercurio.metrics import LatencyTally
 from mercurio.model import Notification
 
 log = structlog.get_logger("mercurio.hub")
@@ -109,6 +111,14 @@ class Hub:
         self.open_streams = 0
         self.deliveries = 0
         self.slow_disconnects = 0
+        self.announce_deliveries = 0
+        self.replayed = 0
+        self.deliver_latency = LatencyTally()
+        # (last notification id, monotonic time) of each recent deliver() call: a stream that
+        # wrote a frame looks up when its notification was committed (publish-to-deliver).
+        self._delivered_at: deque[tuple[int, float]] = deque(maxlen=1024)
+        self.closing = ""
+        """Why every stream was closed (shutdown); a stream registered afterwards ends at once."""
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -119,6 +129,9 @@ class Hub:
             self._muted[sub.client_id] = muted
         subs.add(sub)
         self.open_streams += 1
+        if self.closing:
+            # It was being authenticated when close_all ran: it gets the same goodbye.
+            sub.close(self.closing)
 
     def unregister(self, sub: Subscription) -> None:
         """Stop delivering to sub; forget the client when it was its last stream."""
@@ -138,6 +151,10 @@ class Hub:
     def connected_clients(self) -> list[str]:
         return list(self._by_client)
 
+    def muted_of(self, client_id: str) -> frozenset[str] | None:
+        """The client's muted categories when it already has a stream here (no store read)."""
+        return self._muted.get(client_id) if client_id in self._by_client else None
+
     def set_muted(self, client_id: str, muted: frozenset[str]) -> None:
         """The client changed its preferences (here or on another node)."""
         if client_id in self._by_client:
@@ -147,6 +164,8 @@ class Hub:
 
     def deliver(self, notes: Iterable[Notification]) -> None:
         """Push committed notifications, in id order, to every open stream that wants them."""
+        now = time.monotonic()
+        note: Notification | None = None
         for note in notes:
             if note.is_announcement:
                 if self._by_client:
@@ -156,11 +175,28 @@ class Hub:
             if subs and note.category not in self._muted.get(note.client_id, ()):
                 frame = sse.NotificationFrame(note).for_client(note.client_id)
                 self._push(subs, note.id, note.category, frame)
+        if note is not None:
+            self._delivered_at.append((note.id, now))
+
+    def frame_written(self, notification_id: int) -> None:
+        """A stream wrote the notification: observe its publish-to-deliver latency."""
+        delivered = self._delivered_at
+        at = None
+        # Newest first; a live writer is rarely more than a few deliver() calls behind.
+        for index in range(len(delivered) - 1, max(-1, len(delivered) - 65), -1):
+            last_id, when = delivered[index]
+            if last_id < notification_id:
+                break
+            at = when
+        if at is not None:
+            self.deliver_latency.observe(time.monotonic() - at)
 
     def _announce(self, frame: sse.NotificationFrame) -> None:
+        before = self.deliveries
         for client_id, subs in self._by_client.items():
             if frame.category not in self._muted.get(client_id, ()):
                 self._push(subs, frame.id, frame.category, frame.for_client(client_id))
+        self.announce_deliveries += self.deliveries - before
 
     def _push(self, subs: set[Subscription], nid: int, category: str, frame: bytes) -> None:
         for sub in subs:
@@ -179,6 +215,7 @@ class Hub:
 
     def close_all(self, reason: str) -> None:
         """Close every stream (shutdown): each writer ends at its next turn."""
+        self.closing = reason
         for subs in self._by_client.values():
             for sub in subs:
                 sub.close(reason)

@@ -13,10 +13,16 @@ from mercurio.config import Settings
 def configure_logging(settings: Settings) -> None:
     """Route structlog and the standard library's loggers through one renderer."""
     level = getattr(logging, settings.log_level.upper())
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+    # Tracebacks are printed plain: a rich traceback shows local variables, and a local
+    # variable may be a token.
+    renderers: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if settings.log_as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -36,7 +42,7 @@ def configure_logging(settings: Settings) -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                renderer,
+                *renderers,
             ],
         )
     )

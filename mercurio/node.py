@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -12,6 +12,9 @@ from mercurio.config import Settings
 from mercurio.hub import Hub
 from mercurio.model import NewNotification, Notification
 from mercurio.store import Store
+
+if TYPE_CHECKING:
+    from mercurio.cluster import Cluster
 
 log = structlog.get_logger("mercurio.node")
 
@@ -25,11 +28,18 @@ class Node:
         self.store = Store(settings.db_conn)
         self.hub = Hub()
         self.store.on_commit = self._committed
+        self.cluster: Cluster | None = None
+        if settings.mq:
+            from mercurio.cluster import Cluster
+
+            self.cluster = Cluster(settings, self.store, self.hub)
         self.started = False
 
     async def start(self) -> None:
         """Open the store (migrating it) and start the writer."""
         await self.store.start()
+        if self.cluster is not None:
+            await self.cluster.start()
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 
@@ -37,7 +47,14 @@ class Node:
         """Close every stream, finish queued publishes, close the store."""
         self.hub.close_all("shutdown")
         await self.store.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         self.started = False
+
+    @property
+    def broker_connected(self) -> bool | None:
+        """Whether the broker link is up; None when this node runs alone (MERCURIO_MQ=off)."""
+        return None if self.cluster is None else self.cluster.connected
 
     async def publish(self, items: list[NewNotification]) -> list[Notification]:
         """Store items durably, then push them; answers once the rows are committed."""
@@ -45,7 +62,10 @@ class Node:
 
     def _committed(self, fresh: list[Notification]) -> None:
         # Called by the store's single writer right after each commit, in id order.
-        self.hub.deliver(fresh)
+        if self.cluster is None:
+            self.hub.deliver(fresh)
+        else:
+            self.cluster.committed(fresh)
 
     async def notify_read_state(
         self,
@@ -63,11 +83,16 @@ class Node:
             "category": category,
             "unreadCount": unread,
         }
-        self.hub.push_event(client_id, sse.named("read-state", payload))
+        frame = sse.named("read-state", payload)
+        self.hub.push_event(client_id, frame)
+        if self.cluster is not None:
+            self.cluster.read_state(client_id, frame)
         return payload
 
     async def set_muted(self, client_id: str, muted: list[str]) -> frozenset[str]:
         """Store the client's muted categories and apply them to its open streams."""
         chosen = await self.store.set_muted_categories(client_id, muted)
         self.hub.set_muted(client_id, chosen)
+        if self.cluster is not None:
+            self.cluster.muted(client_id, chosen)
         return chosen

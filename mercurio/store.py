@@ -174,6 +174,21 @@ class Store:
         except Exception as exc:
             raise StoreUnavailable(str(exc)) from exc
 
+    def pool_usage(self) -> dict[str, tuple[int, int]]:
+        """Connections checked out and pool size, by pool ("read", "write"; "main" if shared)."""
+        if self._read_engine is None or self._write_engine is None:
+            return {}
+        if self._read_engine is self._write_engine:
+            engines = {"main": self._read_engine}
+        else:
+            engines = {"read": self._read_engine, "write": self._write_engine}
+        usage: dict[str, tuple[int, int]] = {}
+        for name, engine in engines.items():
+            pool = engine.pool
+            if isinstance(pool, sa.QueuePool):
+                usage[name] = (pool.checkedout(), pool.size())
+        return usage
+
     def _reader(self) -> AsyncEngine:
         assert self._read_engine is not None, "store not started"
         return self._read_engine

@@ -12,57 +12,61 @@ from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mercurio.api import dev, events, notifications, stream
-from mercurio.api.errors import install_error_handlers, send_error
+from mercurio.api import dev, events, notifications, ops, stream
+from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers, send_error
+from mercurio.api.middleware import RequestContext, routes_of
 from mercurio.config import Settings
+from mercurio.limits import RateLimiter
+from mercurio.metrics import Metrics
 from mercurio.node import Node
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """413 for a request body over the limit, whether it declares its length or not."""
+    """413 for a request body over the limit, whether it declares its length or not.
+
+    Bodies are small (64 KiB by default), so the body is read here in full and handed on;
+    the framework never sees a body that is too large.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         scope = _json_by_default(scope)
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > self.limit:
-                    await send_error(send, 413, f"request body over {self.limit} bytes")
-                    return
-        seen = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if not started:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
                 await send_error(send, 413, f"request body over {self.limit} bytes")
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await send_error(send, 413, f"request body over {self.limit} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: Message | None = {"type": "http.request", "body": b"".join(chunks)}
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _json_by_default(scope: Scope) -> Scope:
@@ -112,8 +116,11 @@ def build_rest_app(node: Node) -> FastAPI:
         version="0.1.0",
         summary="Notifications over server-sent events, with an inbox.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.node = node
+    app.state.metrics = Metrics(node)
+    app.state.publish_limiter = RateLimiter(node.settings.publish_rate, node.settings.publish_burst)
     install_error_handlers(app)
 
     @app.get("/", tags=["meta"])
@@ -128,6 +135,7 @@ def build_rest_app(node: Node) -> FastAPI:
     app.include_router(events.router)
     app.include_router(notifications.router)
     app.include_router(dev.router)
+    app.include_router(ops.router)
     if STATIC_DIR.is_dir():
         app.mount("/app", StaticFiles(directory=STATIC_DIR, html=True), name="app")
     return app
@@ -145,5 +153,7 @@ def create_app(settings: Settings) -> ASGIApp:
             allow_methods=settings.cors_allowed_methods,
             allow_headers=settings.cors_allowed_headers,
             allow_credentials="*" not in settings.cors_allowed_origins,
+            expose_headers=["X-Request-ID", "Retry-After"],
         )
-    return app
+    # Outermost, so that every answer (CORS preflights, 413s, streams) is logged and tagged.
+    return RequestContext(app, settings.node_id, lambda: routes_of(rest))

@@ -1,4 +1,8 @@
-"""Request dependencies: the node, the caller, and what the caller may touch."""
+"""Request dependencies: the node, the caller, and what the caller may touch.
+
+They are all `async def`: FastAPI runs a plain `def` dependency in a worker thread, and the
+thread hops cost more than the work itself.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN
 from mercurio.node import Node
 
 
-def get_node(request: Request) -> Node:
+async def get_node(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
 
@@ -20,7 +24,7 @@ def get_node(request: Request) -> Node:
 NodeDep = Annotated[Node, Depends(get_node)]
 
 
-def get_principal(
+async def get_principal(
     node: NodeDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     token = bearer_token(authorization)
@@ -39,7 +43,7 @@ def check_client_id(client_id: str) -> str:
     return client_id
 
 
-def own_client(clientID: str, principal: PrincipalDep) -> str:
+async def own_client(clientID: str, principal: PrincipalDep) -> str:
     """The client id of the path, when the caller is that client."""
     check_client_id(clientID)
     if principal.user_id != clientID:
@@ -50,7 +54,7 @@ def own_client(clientID: str, principal: PrincipalDep) -> str:
 OwnClient = Annotated[str, Depends(own_client)]
 
 
-def require_publisher(principal: PrincipalDep) -> Principal:
+async def require_publisher(principal: PrincipalDep) -> Principal:
     if not principal.is_publisher:
         raise ApiError(403, "this token may not publish (needs the publisher role)")
     return principal

@@ -7,12 +7,36 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import Send
 
 from mercurio.auth import AuthError
 from mercurio.store import StoreUnavailable
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `{"error": "..."}`."""
+
+    error: str
+
+
+# Declared on every route, so the OpenAPI document shows the errors the API really answers
+# (FastAPI would otherwise document only its own 422 shape, which Mercurio never sends).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in [
+        (400, "Bad input"),
+        (401, "No or bad token"),
+        (403, "The token may not do this"),
+        (404, "Not found"),
+        (413, "Body too large"),
+        (422, "Invalid body"),
+        (429, "Too many requests"),
+        (503, "Store unavailable; retry later"),
+    ]
+}
 
 
 class ApiError(Exception):
@@ -31,13 +55,16 @@ def error_response(
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def send_error(send: Send, status: int, message: str) -> None:
+async def send_error(
+    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """Answer a raw ASGI request with a JSON error (the stream route has no framework)."""
     body = orjson.dumps({"error": message})
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
+        *(extra or ()),
     ]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
@@ -87,4 +114,6 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "not found"
         elif exc.status_code == 405:
             message = "method not allowed"
-        return error_response(exc.status_code, message, exc.headers)
+        return error_response(
+            exc.status_code, message, dict(exc.headers) if exc.headers else None
+        )

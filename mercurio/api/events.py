@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from mercurio.api.deps import NodeDep, Publisher, check_category
+from mercurio.api.deps import NodeDep, Publisher
 from mercurio.api.errors import ApiError
+from mercurio.limits import retry_after
+from mercurio.metrics import PublishStats
 from mercurio.model import (
     ANNOUNCEMENT,
+    CATEGORY_PATTERN,
     CLIENT_ID_PATTERN,
     DEFAULT_CATEGORY,
     EVENT_ID_PATTERN,
     NewNotification,
     Notification,
 )
+from mercurio.node import Node
 
 router = APIRouter(prefix="/api/events", tags=["publish"])
 
@@ -43,7 +48,8 @@ class _PublishIn(BaseModel):
     @field_validator("category")
     @classmethod
     def _category(cls, value: str) -> str:
-        check_category(value)
+        if not CATEGORY_PATTERN.fullmatch(value):
+            raise ValueError("must be a slug: 1-32 of a-z, 0-9, '-' or '_'")
         return value
 
 
@@ -117,25 +123,48 @@ def _answer(note: Notification) -> Published:
     return Published(notificationID=note.id, eventID=note.event_id)
 
 
+async def _rate_limited(request: Request, principal: Publisher) -> PublishStats:
+    """The publisher's metrics, once it is within its rate limit (429 with Retry-After)."""
+    # A publish request costs one token whatever its size: a broadcast's size is bounded by
+    # MERCURIO_MAX_DESTINATIONS, and it is one transaction however many rows it writes.
+    wait = request.app.state.publish_limiter.take(principal.user_id)
+    if wait > 0:
+        raise ApiError(429, "publish rate limit exceeded", {"Retry-After": retry_after(wait)})
+    stats: PublishStats = request.app.state.metrics.publishes
+    return stats
+
+
+Counted = Annotated[PublishStats, Depends(_rate_limited)]
+
+
+async def _publish(
+    node: Node, stats: PublishStats, kind: str, items: list[NewNotification]
+) -> list[Notification]:
+    started = time.perf_counter()
+    stored = await node.publish(items)
+    stats.record(kind, len(stored), time.perf_counter() - started)
+    return stored
+
+
 @router.post("/unicast", response_model=Published)
-async def unicast(body: UnicastIn, node: NodeDep, _: Publisher) -> Published:
+async def unicast(body: UnicastIn, node: NodeDep, stats: Counted) -> Published:
     """Notify one client."""
-    stored = await node.publish(_items(body, [body.destinationID]))
+    stored = await _publish(node, stats, "unicast", _items(body, [body.destinationID]))
     return _answer(stored[0])
 
 
 @router.post("/broadcast", response_model=list[Published])
-async def broadcast(body: BroadcastIn, node: NodeDep, _: Publisher) -> list[Published]:
+async def broadcast(body: BroadcastIn, node: NodeDep, stats: Counted) -> list[Published]:
     """Notify many clients (one notification each, one transaction); ["*"] is everyone."""
     limit = node.settings.max_destinations
     if len(body.destinations) > limit:
         raise ApiError(422, f"destinations: at most {limit} per broadcast")
-    stored = await node.publish(_items(body, body.destinations))
+    stored = await _publish(node, stats, "broadcast", _items(body, body.destinations))
     return [_answer(note) for note in stored]
 
 
 @router.post("/announce", response_model=Published)
-async def announce(body: AnnounceIn, node: NodeDep, _: Publisher) -> Published:
+async def announce(body: AnnounceIn, node: NodeDep, stats: Counted) -> Published:
     """Notify every user, present and future, with one stored notification."""
-    stored = await node.publish(_items(body, [ANNOUNCEMENT]))
+    stored = await _publish(node, stats, "announce", _items(body, [ANNOUNCEMENT]))
     return _answer(stored[0])

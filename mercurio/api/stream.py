@@ -18,7 +18,8 @@ from starlette.types import Message, Receive, Scope, Send
 from mercurio import sse
 from mercurio.api.errors import send_error
 from mercurio.auth import AuthError, Principal, bearer_token
-from mercurio.hub import CONTROL, Subscription
+from mercurio.hub import CONTROL, Hub, Subscription
+from mercurio.limits import retry_after
 from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN
 from mercurio.node import Node
 
@@ -70,15 +71,32 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
     except AuthError as exc:
         await send_error(send, exc.status, exc.message)
         return
-    muted = await node.store.muted_categories(client_id)
+    muted = node.hub.muted_of(client_id)
+    if muted is None:
+        muted = await node.store.muted_categories(client_id)
+    cap = node.settings.max_streams_per_client
+    if node.hub.streams_of(client_id) >= cap:
+        # The newcomer is refused rather than the oldest closed: a closed EventSource
+        # reconnects by itself, so with one tab too many, "close the oldest" would have the
+        # tabs evict each other forever. Checked with no await before register(): no race.
+        wait = retry_after(node.settings.sse_heartbeat)
+        message = f"too many open streams: at most {cap} per client"
+        await send_error(send, 429, message, [(b"retry-after", wait.encode())])
+        return
     sub = Subscription(client_id, limit=node.settings.stream_buffer, categories=request.categories)
     node.hub.register(sub, muted)
+    opened = time.monotonic()
     log.info("stream.open", client_id=client_id, last_event_id=request.last_event_id)
     try:
         await _serve(node, request, sub, receive, send, muted)
     finally:
         node.hub.unregister(sub)
-        log.info("stream.close", client_id=client_id, reason=sub.reason or "ended")
+        log.info(
+            "stream.close",
+            client_id=client_id,
+            reason=sub.reason or "ended",
+            duration_ms=round((time.monotonic() - opened) * 1000, 1),
+        )
 
 
 async def _accept(node: Node, scope: Scope, client_id: str) -> StreamRequest:
@@ -176,9 +194,12 @@ async def _serve(
             last_sent = await _replay(node, request, writer, muted)
             if last_sent < 0:
                 return
-        await _live(writer, sub, last_sent, settings.sse_heartbeat, request.principal.expires_at)
+        await _live(
+            node.hub, writer, sub, last_sent, settings.sse_heartbeat, request.principal.expires_at
+        )
         if sub.reason == "shutdown":
             await writer.write(sse.retry(settings.sse_retry_ms))
+        await writer.end()
     finally:
         listener.cancel()
 
@@ -197,6 +218,7 @@ async def _replay(
     )
     last_sent = request.last_event_id
     if replay.notifications:
+        node.hub.replayed += len(replay.notifications)
         frames = [
             sse.NotificationFrame(n).for_client(request.client_id) for n in replay.notifications
         ]
@@ -211,6 +233,7 @@ async def _replay(
 
 
 async def _live(
+    hub: Hub,
     writer: _Writer,
     sub: Subscription,
     last_sent: int,
@@ -220,9 +243,14 @@ async def _live(
     next_beat = time.monotonic() + heartbeat
     while True:
         if sub.buffer:
-            chunk, last_sent = _drain(sub, last_sent)
+            first = sub.buffer[0][0]
+            chunk, sent = _drain(sub, last_sent)
             if chunk and not await writer.write(chunk):
                 return
+            if sent != last_sent:
+                # Publish-to-deliver, once per write, for the oldest notification in it.
+                hub.frame_written(first if first > last_sent else sent)
+                last_sent = sent
             next_beat = time.monotonic() + heartbeat
             continue
         if sub.closed:
@@ -266,6 +294,15 @@ class _Writer:
         self.send = send
         self.sub = sub
         sub.task = asyncio.current_task()
+
+    async def end(self) -> None:
+        """Finish the response with its last chunk, so the client sees a clean end."""
+        if self.sub.reason in ("disconnect", "slow-reader"):
+            return  # gone, or not reading: the connection is dropped instead
+        try:
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass
 
     async def write(self, chunk: bytes) -> bool:
         """True when written; False when the stream is over."""

@@ -1,0 +1,79 @@
+"""For operators: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
+
+from mercurio.api.deps import NodeDep
+from mercurio.api.errors import ApiError
+from mercurio.auth import AuthError, bearer_token
+from mercurio.metrics import CONTENT_TYPE, Metrics
+from mercurio.store import StoreUnavailable
+
+router = APIRouter(tags=["meta"])
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+PING_TIMEOUT = 2.0
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get("/healthz")
+async def healthz() -> JSONResponse:
+    """The process is alive and its event loop turns (no I/O)."""
+    return JSONResponse({"status": "ok"}, headers=NO_STORE)
+
+
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Something this node needs is down; the body names it"}},
+)
+async def readyz(node: NodeDep) -> JSONResponse:
+    """Ready for traffic: the database answers, and the broker is connected when MQ is on."""
+    down: dict[str, str] = {}
+    if not node.started:
+        down["node"] = "not started or shutting down"
+    elif node.hub.closing:
+        down["node"] = "shutting down"
+    else:
+        try:
+            await asyncio.wait_for(node.store.ping(), PING_TIMEOUT)
+        except (StoreUnavailable, TimeoutError):
+            # The driver's message may carry a host or a user name: not for an open endpoint.
+            down["database"] = "unreachable"
+    if node.settings.mq and getattr(node, "broker_connected", None) is not True:
+        down["broker"] = "not connected"
+    if down:
+        return JSONResponse({"status": "unavailable", "down": down}, 503, headers=NO_STORE)
+    return JSONResponse({"status": "ready"}, headers=NO_STORE)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, node: NodeDep) -> Response:
+    """Prometheus metrics: a bearer key when MERCURIO_METRICS_TOKEN is set, else loopback only."""
+    expected = node.settings.metrics_token
+    if expected:
+        given = _bearer(request.headers.get("authorization"))
+        if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            challenge = {"WWW-Authenticate": "Bearer"}
+            raise ApiError(401, "metrics need the metrics bearer key", challenge)
+    elif _client_host(request.scope) not in LOOPBACK:
+        raise ApiError(403, "metrics are served to loopback clients only")
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE, headers=NO_STORE)
+
+
+def _bearer(header: str | None) -> str | None:
+    try:
+        return bearer_token(header)
+    except AuthError:
+        return None
+
+
+def _client_host(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""

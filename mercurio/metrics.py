@@ -1,0 +1,213 @@
+"""Prometheus metrics: one registry per app, read from plain counters when scraped.
+
+The hot paths (fan-out, stream writes, publishes) only bump plain ints and list slots on the
+event loop's thread; nothing takes a lock or builds a label set per delivery. The collector
+turns those numbers into Prometheus families at scrape time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from mercurio.node import Node
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+PUBLISH_KINDS = ("unicast", "broadcast", "announce")
+
+# Seconds. Publishes wait for a group commit (an fsync on SQLite, a round trip on PostgreSQL);
+# deliveries add the fan-out and one socket write.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class LatencyTally:
+    """A histogram kept as plain numbers: one bisect and two additions per observation.
+
+    Everything that observes runs on the event loop's thread, as does the scrape, so no lock.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left puts a value equal to a bound in that bound's bucket: Prometheus' `le`.
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            buckets.append((repr(float(bound)), running))
+        running += self.counts[-1]
+        buckets.append(("+Inf", running))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+
+
+class PublishStats:
+    """Publish requests and the notifications they stored, by kind, and their latency."""
+
+    __slots__ = ("latency", "notifications", "requests")
+
+    def __init__(self) -> None:
+        self.requests = dict.fromkeys(PUBLISH_KINDS, 0)
+        self.notifications = dict.fromkeys(PUBLISH_KINDS, 0)
+        self.latency = LatencyTally()
+
+    def record(self, kind: str, stored: int, seconds: float) -> None:
+        self.requests[kind] += 1
+        self.notifications[kind] += stored
+        self.latency.observe(seconds)
+
+
+class Metrics:
+    """The metrics of one app: its own registry, so several apps can live in one process."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.publishes = PublishStats()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_NodeCollector(node, self.publishes))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _NodeCollector(Collector):
+    """Reads the hub's, the store's and the broker's counters at scrape time."""
+
+    def __init__(self, node: Node, publishes: PublishStats) -> None:
+        self.node = node
+        self.publishes = publishes
+
+    def collect(self) -> Iterable[Metric]:
+        node = self.node
+        hub = node.hub
+        yield GaugeMetricFamily(
+            "mercurio_open_streams", "SSE streams open on this node.", value=hub.open_streams
+        )
+        deliveries = CounterMetricFamily(
+            "mercurio_deliveries",
+            "Notification frames queued to open streams, by kind.",
+            labels=["kind"],
+        )
+        deliveries.add_metric(["direct"], hub.deliveries - hub.announce_deliveries)
+        deliveries.add_metric(["announce"], hub.announce_deliveries)
+        yield deliveries
+        yield CounterMetricFamily(
+            "mercurio_slow_reader_disconnects",
+            "Streams closed because their reader let the buffer fill.",
+            value=hub.slow_disconnects,
+        )
+        yield CounterMetricFamily(
+            "mercurio_replayed_notifications",
+            "Notifications sent from the store to streams resuming with Last-Event-ID.",
+            value=hub.replayed,
+        )
+        yield hub.deliver_latency.family(
+            "mercurio_publish_to_deliver_seconds",
+            "From a publish's commit (or its arrival from the broker) to its frame written "
+            "to a stream; one observation per write, for the oldest notification in it.",
+        )
+        yield from self._publishes()
+        yield from self._broker()
+        yield from self._store()
+
+    def _publishes(self) -> Iterable[Metric]:
+        stats = self.publishes
+        requests = CounterMetricFamily(
+            "mercurio_publishes", "Publish requests answered, by kind.", labels=["kind"]
+        )
+        stored = CounterMetricFamily(
+            "mercurio_published_notifications",
+            "Notifications stored by publishes, by kind.",
+            labels=["kind"],
+        )
+        for kind in PUBLISH_KINDS:
+            requests.add_metric([kind], stats.requests[kind])
+            stored.add_metric([kind], stats.notifications[kind])
+        yield requests
+        yield stored
+        yield stats.latency.family(
+            "mercurio_publish_seconds", "From a publish request's start to its rows committed."
+        )
+
+    def _broker(self) -> Iterable[Metric]:
+        # The brokers are optional; a node tells what it knows through these two attributes.
+        connected = getattr(self.node, "broker_connected", None)
+        if connected is not None or self.node.settings.mq:
+            yield GaugeMetricFamily(
+                "mercurio_broker_up",
+                "1 when the broker connection is up, 0 when it is down.",
+                value=1 if connected else 0,
+            )
+        reconnects = getattr(self.node, "broker_reconnects", None)
+        if isinstance(reconnects, int):
+            yield CounterMetricFamily(
+                "mercurio_broker_reconnects",
+                "Times the broker connection was re-established.",
+                value=reconnects,
+            )
+
+    def _store(self) -> Iterable[Metric]:
+        store = self.node.store
+        checked_out = GaugeMetricFamily(
+            "mercurio_db_pool_checked_out",
+            "Database connections in use, by pool.",
+            labels=["pool"],
+        )
+        size = GaugeMetricFamily(
+            "mercurio_db_pool_size", "Database connections kept open, by pool.", labels=["pool"]
+        )
+        for name, (used, kept) in store.pool_usage().items():
+            checked_out.add_metric([name], used)
+            size.add_metric([name], kept)
+        yield checked_out
+        yield size
+        yield CounterMetricFamily(
+            "mercurio_store_commits",
+            "Publish transactions committed (each may carry many publishes).",
+            value=store.batches_committed,
+        )
