@@ -98,7 +98,9 @@ async def open_stream(
                     await source.response.aread()
                     return
                 async for sse in source.aiter_sse():
-                    if sse.data or sse.id:  # a retry-only block dispatches nothing in browsers
+                    # A block without data (retry hint, heartbeat comment) dispatches nothing
+                    # in browsers; httpx-sse yields it, carrying the last id.
+                    if sse.data:
                         await stream.queue.put(_decode(sse))
         except (httpx.HTTPError, httpx.StreamError):
             pass

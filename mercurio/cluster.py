@@ -1,0 +1,438 @@
+"""Many nodes as one service: this node's commits go out on the broker, everyone's come in
+through a sequencer that hands them to the local hub strictly in id order.
+
+Why a sequencer. A stream skips every id at or below the last one it sent (that is how a
+resumed stream avoids duplicates), so the hub must see ids in increasing order or a client
+would silently lose the smaller one. Doorbells from different nodes race each other over the
+broker, a broker drops messages while a link is down, and rolled-back transactions leave holes
+in the ids, so arrival order proves nothing. What does: every publish transaction takes the
+store's advisory lock before it draws ids (store.PUBLISH_LOCK_KEY), so once id N is visible,
+every smaller id is visible too or will never exist. The sequencer keeps a watermark W (the
+highest id handed to the hub), delivers an arrival at once when it starts at W+1, holds it
+otherwise, and when a hole stays open for a few milliseconds reads the store, which is the
+ledger, for everything above W. After a broker reconnect it reads the store the same way,
+so an outage loses nothing (DESIGN.md invariant 5).
+
+Wire format (orjson, compact): {"n": node id, "k": kind, ...} with kind
+  "n" notifications: "b": [[id, event id, source id, client id, category, data json,
+                             created at in µs since the epoch], …] in id order
+  "h" head: "i": the highest id the sender committed (sent after it reconnects)
+  "r" read state: "c": client id, "f": the SSE frame to push to that client's streams
+  "m" muted categories: "c": client id, "m": [categories]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import structlog
+
+from mercurio.brokers import Broker, BrokerUnavailable, create_broker
+from mercurio.config import Settings
+from mercurio.hub import Hub
+from mercurio.model import Notification
+from mercurio.store import Store
+
+log = structlog.get_logger("mercurio.cluster")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NOTES_PER_MESSAGE = 1000
+CONTROL_BACKLOG = 1000
+"""Read-state and mute messages kept while the link is down, sent when it is back."""
+OUTBOX_LIMIT = 50_000
+"""Notifications waiting for the broker; beyond this the doorbell is replaced by a head."""
+
+Fetch = Callable[[int, int], Awaitable[list[Notification]]]
+Deliver = Callable[[list[Notification]], None]
+
+
+# -- wire format ----------------------------------------------------------------------------
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - EPOCH if moment.tzinfo else moment.replace(tzinfo=UTC) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_notes(node_id: str, notes: Sequence[Notification]) -> bytes:
+    """A doorbell carrying whole notifications, so receivers need not read the store."""
+    rows = [
+        (
+            note.id,
+            note.event_id,
+            note.source_id,
+            note.client_id,
+            note.category,
+            note.data_json,
+            _micros(note.created_at),
+        )
+        for note in notes
+    ]
+    return orjson.dumps({"n": node_id, "k": "n", "b": rows})
+
+
+def decode_notes(rows: list[list[Any]]) -> list[Notification]:
+    return [
+        Notification(
+            int(row[0]),
+            str(row[1]),
+            str(row[2]),
+            str(row[3]),
+            str(row[4]),
+            str(row[5]),
+            EPOCH + timedelta(microseconds=int(row[6])),
+        )
+        for row in rows
+    ]
+
+
+def encode_head(node_id: str, last_id: int) -> bytes:
+    return orjson.dumps({"n": node_id, "k": "h", "i": last_id})
+
+
+def encode_read_state(node_id: str, client_id: str, frame: bytes) -> bytes:
+    return orjson.dumps({"n": node_id, "k": "r", "c": client_id, "f": frame.decode()})
+
+
+def encode_muted(node_id: str, client_id: str, muted: frozenset[str]) -> bytes:
+    return orjson.dumps({"n": node_id, "k": "m", "c": client_id, "m": sorted(muted)})
+
+
+# -- sequencing -----------------------------------------------------------------------------
+
+
+class Sequencer:
+    """Hands notifications to `deliver` strictly in id order, filling holes from the store."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        deliver: Deliver,
+        *,
+        debounce: float = 0.005,
+        page: int = 1000,
+        max_pending: int = 50_000,
+        retry: float = 0.5,
+    ) -> None:
+        self._fetch = fetch
+        self._deliver = deliver
+        self.debounce = debounce
+        self.page = page
+        self.max_pending = max_pending
+        self.retry = retry
+        self.watermark = 0
+        """The highest id handed to deliver; everything at or below it is done with."""
+        self.target = 0
+        """The highest id known to be committed."""
+        self._pending: dict[int, Notification] = {}
+        self._resync = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.fetches = 0
+        self.fetched = 0
+
+    def start(self, watermark: int) -> None:
+        """Begin after `watermark` (what the store held when the node started)."""
+        self.watermark = max(self.watermark, watermark)
+        self.target = max(self.target, self.watermark)
+        self._task = asyncio.create_task(self._fill_loop(), name="mercurio-sequencer")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def offer(self, notes: Sequence[Notification]) -> None:
+        """Committed notifications, in id order, from this node's writer or another node."""
+        if not notes:
+            return
+        w = self.watermark
+        if notes[-1].id > self.target:
+            self.target = notes[-1].id
+        ready: list[Notification] = []
+        pending = self._pending
+        for note in notes:
+            nid = note.id
+            if nid <= w:
+                continue
+            if nid == w + 1:
+                ready.append(note)
+                w = nid
+            elif len(pending) < self.max_pending:
+                pending[nid] = note
+            # else: dropped; target still says it exists, so the store will supply it.
+        if ready:
+            self.watermark = w
+            self._deliver(ready)
+        self._advance()
+
+    def observe(self, last_id: int) -> None:
+        """Something up to last_id was committed (a head message): make sure we have it."""
+        if last_id > self.target:
+            self.target = last_id
+            self._advance()
+
+    def resync(self) -> None:
+        """Deliver everything committed so far that we may have missed (after a reconnect)."""
+        self._resync = True
+        self._wake.set()
+
+    def _advance(self) -> None:
+        pending = self._pending
+        if pending:
+            w = self.watermark
+            ready = []
+            while (note := pending.pop(w + 1, None)) is not None:
+                ready.append(note)
+                w = note.id
+            if ready:
+                self.watermark = w
+                self._deliver(ready)
+        if self.target > self.watermark:
+            self._wake.set()
+
+    async def _fill_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            # Let a burst settle: the doorbell that closes the hole is usually on its way,
+            # and one read then serves every message of the burst.
+            await asyncio.sleep(self.debounce)
+            self._wake.clear()
+            while self._resync or self.target > self.watermark:
+                await self._fill_once()
+
+    async def _fill_once(self) -> None:
+        goal, complete = self.target, self._resync
+        self._resync = False
+        after = self.watermark
+        try:
+            notes = await self._fetch(after, self.page)
+        except Exception as exc:
+            log.warning("sequencer.fetch_failed", after=after, error=f"{type(exc).__name__}")
+            self._resync = self._resync or complete
+            await asyncio.sleep(self.retry)
+            return
+        self.fetches += 1
+        w = self.watermark
+        ready = [note for note in notes if note.id > w]
+        if ready:
+            self.fetched += len(ready)
+            self.watermark = ready[-1].id
+            self._deliver(ready)
+        if len(notes) < self.page and goal > self.watermark:
+            # The read saw everything committed before it began, and `goal` was committed
+            # before that: ids up to it that did not come back were deleted or rolled back.
+            self.watermark = goal
+        if len(notes) >= self.page:
+            self._resync = self._resync or complete
+        w = self.watermark
+        for nid in [nid for nid in self._pending if nid <= w]:
+            del self._pending[nid]
+        self._advance()
+
+
+# -- the node's side of the cluster ---------------------------------------------------------
+
+
+class Cluster:
+    """Publishes this node's commits and events, sequences everyone's into the local hub."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: Hub,
+        *,
+        broker: Broker | None = None,
+        debounce: float = 0.005,
+    ) -> None:
+        self.node_id = settings.node_id
+        self.store = store
+        self.hub = hub
+        self.broker = broker or create_broker(
+            settings.mq_conn,
+            topic=settings.mq_topic,
+            routing_key=settings.mq_routing_key,
+            node_id=self.node_id,
+        )
+        self.sequencer = Sequencer(self._fetch, hub.deliver, debounce=debounce)
+        self._outbox: deque[Sequence[Notification]] = deque()
+        self._outbox_size = 0
+        self._controls: deque[bytes] = deque(maxlen=CONTROL_BACKLOG)
+        self._owed = 0
+        self._local_last = 0
+        self._wake = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self.messages_in = 0
+        self.messages_out = 0
+        self.publish_failures = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.broker.connected
+
+    async def start(self, *, connect_timeout: float = 5.0) -> None:
+        """Start after what the store holds now; wait a while for the broker, not forever."""
+        self.sequencer.start(await self.store.last_id())
+        self._publisher = asyncio.create_task(self._publish_loop(), name="mercurio-cluster-out")
+        self.broker.on_reconnect = self._reconnected
+        await self.broker.start(self._received, wait=connect_timeout)
+        if not self.broker.connected:
+            log.warning("cluster.broker_unreachable", url=self.broker.redacted_url)
+
+    async def close(self, *, flush: float = 2.0) -> None:
+        """Send what is queued (for at most `flush` seconds), then drop the link."""
+        await self.sequencer.close()
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        if self._outbox or self._controls or self._owed:
+            self._wake.set()
+            deadline = asyncio.get_running_loop().time() + flush
+            while (self._outbox or self._controls) and self.broker.connected:
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+        for task in (self._publisher, self._refresh):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._publisher = self._refresh = None
+        await self.broker.close()
+        log.info("cluster.stats", **self.stats())
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this node's side of the cluster since it started."""
+        return {
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "publish_failures": self.publish_failures,
+            "store_reads": self.sequencer.fetches,
+            "read_from_store": self.sequencer.fetched,
+            "connects": self.broker.connects,
+        }
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def committed(self, fresh: list[Notification]) -> None:
+        """This node's writer committed fresh (in id order): deliver here, ring the others."""
+        self._local_last = fresh[-1].id
+        self.sequencer.offer(fresh)
+        if not self.broker.connected or self._outbox_size >= OUTBOX_LIMIT:
+            # Nobody hears a doorbell now; the head sent after the reconnect stands for it.
+            self._owed = self._local_last
+        else:
+            self._outbox.append(fresh)
+            self._outbox_size += len(fresh)
+        self._wake.set()
+
+    def read_state(self, client_id: str, frame: bytes) -> None:
+        """The client's read state changed: its streams on other nodes hear of it."""
+        self._controls.append(encode_read_state(self.node_id, client_id, frame))
+        self._wake.set()
+
+    def muted(self, client_id: str, muted: frozenset[str]) -> None:
+        """The client's muted categories changed: other nodes apply them too."""
+        self._controls.append(encode_muted(self.node_id, client_id, muted))
+        self._wake.set()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.broker.connected:
+                continue  # _reconnected wakes us again
+            try:
+                await self._send_all()
+            except BrokerUnavailable as exc:
+                self.publish_failures += 1
+                log.warning("cluster.publish_failed", error=str(exc))
+                # The doorbells are gone; a head makes up for them once the broker takes
+                # messages again (the link may look up while only the sending side broke).
+                self._owed = max(self._owed, self._local_last)
+                self._outbox.clear()
+                self._outbox_size = 0
+                loop = asyncio.get_running_loop()
+                self._retry_timer = loop.call_later(1.0, self._wake.set)
+
+    async def _send_all(self) -> None:
+        broker = self.broker
+        if self._owed:
+            owed = self._owed
+            await broker.publish(encode_head(self.node_id, owed))
+            self.messages_out += 1
+            if self._owed == owed:
+                self._owed = 0
+        while self._controls:
+            await broker.publish(self._controls[0])
+            self.messages_out += 1
+            self._controls.popleft()
+        while self._outbox:
+            # Coalesce what queued up while the previous message was sent.
+            batch: list[Notification] = []
+            while self._outbox and len(batch) < NOTES_PER_MESSAGE:
+                notes = self._outbox.popleft()
+                self._outbox_size -= len(notes)
+                batch.extend(notes)
+            for start in range(0, len(batch), NOTES_PER_MESSAGE):
+                await broker.publish(
+                    encode_notes(self.node_id, batch[start : start + NOTES_PER_MESSAGE])
+                )
+                self.messages_out += 1
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def _received(self, body: bytes) -> None:
+        try:
+            message = orjson.loads(body)
+            if message["n"] == self.node_id:
+                # Our own commits entered the sequencer before they were sent.
+                return
+            self.messages_in += 1
+            kind = message["k"]
+            if kind == "n":
+                self.sequencer.offer(decode_notes(message["b"]))
+            elif kind == "h":
+                self.sequencer.observe(int(message["i"]))
+            elif kind == "r":
+                self.hub.push_event(str(message["c"]), str(message["f"]).encode())
+            elif kind == "m":
+                self.hub.set_muted(str(message["c"]), frozenset(map(str, message["m"])))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            log.warning("cluster.bad_message", error=f"{type(exc).__name__}: {exc}")
+
+    def _reconnected(self) -> None:
+        # Whatever the others published while we were away never reached us: read the store.
+        self.sequencer.resync()
+        # And ours may not have reached them: tell them how far we got.
+        if self._local_last:
+            self._owed = max(self._owed, self._local_last)
+        self._wake.set()
+        if self.broker.connects > 1 and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._refresh_muted(), name="mercurio-muted")
+
+    async def _refresh_muted(self) -> None:
+        # Mute changes made elsewhere while the link was down were lost with their messages.
+        for client_id in self.hub.connected_clients():
+            try:
+                self.hub.set_muted(client_id, await self.store.muted_categories(client_id))
+            except Exception as exc:
+                log.warning("cluster.muted_refresh_failed", error=type(exc).__name__)
+                return
+
+    async def _fetch(self, after: int, limit: int) -> list[Notification]:
+        return await self.store.committed_after(after, limit=limit)
