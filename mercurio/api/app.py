@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercurio.api import dev, events, notifications, ops, stream
 from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers, send_error
+from mercurio.api.fast_unicast import FastUnicast
 from mercurio.api.middleware import RequestContext, routes_of
 from mercurio.config import Settings
 from mercurio.limits import RateLimiter
@@ -145,7 +146,8 @@ def create_app(settings: Settings) -> ASGIApp:
     """The whole service as one ASGI application."""
     node = Node(settings)
     rest = build_rest_app(node)
-    app: ASGIApp = Mercurio(node, BodyLimit(rest, settings.max_body_bytes))
+    fast = FastUnicast(rest, node, rest.state.publish_limiter, rest.state.metrics.publishes)
+    app: ASGIApp = Mercurio(node, BodyLimit(fast, settings.max_body_bytes))
     if settings.cors_allowed_origins:
         app = CORSMiddleware(
             app,

@@ -103,7 +103,7 @@ def _encode_data(data: JsonValue) -> str:
         raise ApiError(422, f"data: cannot be stored ({exc})") from None
 
 
-def _items(body: _PublishIn, destinations: list[str]) -> list[NewNotification]:
+def items_for(body: _PublishIn, destinations: list[str]) -> list[NewNotification]:
     event_id = body.id or str(uuid.uuid4())
     data_json = _encode_data(body.data)
     return [
@@ -149,7 +149,7 @@ async def _publish(
 @router.post("/unicast", response_model=Published)
 async def unicast(body: UnicastIn, node: NodeDep, stats: Counted) -> Published:
     """Notify one client."""
-    stored = await _publish(node, stats, "unicast", _items(body, [body.destinationID]))
+    stored = await _publish(node, stats, "unicast", items_for(body, [body.destinationID]))
     return _answer(stored[0])
 
 
@@ -159,12 +159,12 @@ async def broadcast(body: BroadcastIn, node: NodeDep, stats: Counted) -> list[Pu
     limit = node.settings.max_destinations
     if len(body.destinations) > limit:
         raise ApiError(422, f"destinations: at most {limit} per broadcast")
-    stored = await _publish(node, stats, "broadcast", _items(body, body.destinations))
+    stored = await _publish(node, stats, "broadcast", items_for(body, body.destinations))
     return [_answer(note) for note in stored]
 
 
 @router.post("/announce", response_model=Published)
 async def announce(body: AnnounceIn, node: NodeDep, stats: Counted) -> Published:
     """Notify every user, present and future, with one stored notification."""
-    stored = await _publish(node, stats, "announce", _items(body, [ANNOUNCEMENT]))
+    stored = await _publish(node, stats, "announce", items_for(body, [ANNOUNCEMENT]))
     return _answer(stored[0])
