@@ -16,6 +16,7 @@ serve: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mercurio tests bench
+	$(VENV)/bin/mypy
 
 test: lint
 	$(PY) -m pytest

@@ -257,8 +257,11 @@ class Cluster:
         *,
         broker: Broker | None = None,
         debounce: float = 0.005,
+        beacon: float = 1.0,
     ) -> None:
         self.node_id = settings.node_id
+        self.beacon = beacon
+        self._beacon_timer: asyncio.TimerHandle | None = None
         self.store = store
         self.hub = hub
         self.broker = broker or create_broker(
@@ -297,8 +300,9 @@ class Cluster:
     async def close(self, *, flush: float = 2.0) -> None:
         """Send what is queued (for at most `flush` seconds), then drop the link."""
         await self.sequencer.close()
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
+        for timer in (self._retry_timer, self._beacon_timer):
+            if timer is not None:
+                timer.cancel()
         if self._outbox or self._controls or self._owed:
             self._wake.set()
             deadline = asyncio.get_running_loop().time() + flush
@@ -338,6 +342,21 @@ class Cluster:
         else:
             self._outbox.append(fresh)
             self._outbox_size += len(fresh)
+        self._wake.set()
+        if self._beacon_timer is None:
+            loop = asyncio.get_running_loop()
+            self._beacon_timer = loop.call_later(self.beacon, self._ring_beacon)
+
+    def _ring_beacon(self) -> None:
+        # A doorbell the broker lost without the link breaking (a queue cap, a socket that died
+        # with a message in flight) shows as a hole only when a later one arrives. A second
+        # after a burst, the head names how far this node got, so a quiet period heals too.
+        self._beacon_timer = None
+        if self._outbox:
+            loop = asyncio.get_running_loop()
+            self._beacon_timer = loop.call_later(self.beacon, self._ring_beacon)
+            return
+        self._owed = max(self._owed, self._local_last)
         self._wake.set()
 
     def read_state(self, client_id: str, frame: bytes) -> None:

@@ -151,6 +151,70 @@ async def test_store_failure_is_retried_not_skipped(sequenced: Any) -> None:
     assert ledger.reads == 3
 
 
+class FakeStore:
+    """What a Cluster reads from the store: the ledger of notes, the last id, muted sets."""
+
+    def __init__(self) -> None:
+        self.notes: list[Notification] = []
+
+    async def last_id(self) -> int:
+        return self.notes[-1].id if self.notes else 0
+
+    async def committed_after(self, after: int, *, limit: int) -> list[Notification]:
+        return [n for n in self.notes if n.id > after][:limit]
+
+    async def muted_categories(self, client_id: str) -> frozenset[str]:
+        return frozenset()
+
+
+async def test_a_doorbell_the_broker_lost_is_healed_by_the_beacon_in_a_quiet_period() -> None:
+    from mercurio.cluster import Cluster
+    from mercurio.hub import Hub, Subscription
+
+    store = FakeStore()
+    env = {"MERCURIO_MQ": "on", "MERCURIO_MQ_CONN": f"memory://beacon-{uuid.uuid4().hex}"}
+    sender_hub, receiver_hub = Hub(), Hub()
+    sub = Subscription("c", limit=10)
+    receiver_hub.register(sub)
+    sender = Cluster(
+        load_settings({**env, "MERCURIO_NID": "a"}),
+        store,
+        sender_hub,  # type: ignore[arg-type]
+        beacon=0.05,
+    )
+    receiver = Cluster(
+        load_settings({**env, "MERCURIO_NID": "b"}),
+        store,
+        receiver_hub,  # type: ignore[arg-type]
+        beacon=0.05,
+    )
+    await sender.start()
+    await receiver.start()
+    try:
+        real_publish = sender.broker.publish
+        lost: list[bytes] = []
+
+        async def lossy(body: bytes) -> None:
+            if b'"k":"n"' in body and not lost:
+                lost.append(body)  # the broker drops it, and the link stays up
+                return
+            await real_publish(body)
+
+        sender.broker.publish = lossy  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)  # the receiver's start-up read of the store is over
+        store.notes.append(note(1))
+        sender.committed([store.notes[-1]])
+        for _ in range(300):
+            if sub.buffer:
+                break
+            await asyncio.sleep(0.01)
+        assert lost, "the doorbell was never sent"
+        assert [nid for nid, _ in sub.buffer] == [1]
+    finally:
+        await sender.close(flush=0)
+        await receiver.close(flush=0)
+
+
 async def test_notifications_survive_the_wire_format() -> None:
     sent = [
         Notification(7, "ev", "src", "u1", "promo", '{"a":[1,"é"]}', datetime.now(UTC)),
