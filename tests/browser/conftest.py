@@ -7,18 +7,14 @@ skipped when it is missing. Screenshots land in tests/artifacts/.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import ServerProcess as BaseServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,83 +24,19 @@ DEV_KEY = "that-is-a-super-freaking-secret-key"  # the development HS256 key (au
 NO_CHROMIUM = "browser tests need Chromium at /usr/bin/chromium (apt-get install -y chromium)"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
+class ServerProcess(BaseServer):
     """The real `python -m mercurio serve`, restartable on the same port and database."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db = tmp_path / "mercurio.db"
-        self.log_path = tmp_path / "server.log"
         self.auth_key = DEV_KEY
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    def start(self, timeout: float = 20.0) -> None:
-        env = dict(os.environ)
-        env.update(
-            MERCURIO_ENV="test",
-            MERCURIO_DB_CONN=f"sqlite:///{self.db}",
-            MERCURIO_SSE_HEARTBEAT="5",
-            MERCURIO_AUTH_PK_TEXT=self.auth_key,
+        super().__init__(
+            {
+                "MERCURIO_DB_CONN": f"sqlite:///{tmp_path / 'mercurio.db'}",
+                "MERCURIO_SSE_HEARTBEAT": "5",
+                "MERCURIO_AUTH_PK_TEXT": DEV_KEY,
+                "MERCURIO_TEST_LOG": str(tmp_path / "server.log"),
+            }
         )
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mercurio",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not answer GET / within {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
 
 
 class Publisher:
