@@ -115,7 +115,6 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
         self._read_engine: AsyncEngine | None = None
         self._write_engine: AsyncEngine | None = None
-        self._publisher: AsyncConnection | None = None
         self.batches_committed = 0
         self.items_committed = 0
 
@@ -163,9 +162,6 @@ class Store:
             except asyncio.CancelledError:
                 pass
             self._writer = None
-        if self._publisher is not None:
-            await self._publisher.close()
-            self._publisher = None
         engines = {id(e): e for e in (self._read_engine, self._write_engine) if e is not None}
         for engine in engines.values():
             await engine.dispose()
@@ -256,27 +252,7 @@ class Store:
         self, batch: list[_PublishRequest]
     ) -> tuple[list[list[Notification]], list[Notification]]:
         now = datetime.now(UTC)
-        conn = await self._publishing_connection()
-        try:
-            return await self._write_batch_on(conn, batch, now)
-        except BaseException:
-            # The connection's state is unknown after a failure: the next batch gets a new one.
-            self._publisher = None
-            await conn.close()
-            raise
-
-    async def _publishing_connection(self) -> AsyncConnection:
-        # The single writer keeps one connection for its whole life: checking one out of the
-        # pool (and resetting it on return) for every batch cost more than a small batch's
-        # own work on SQLite, where every call is a hop to the driver's thread.
-        if self._publisher is None:
-            self._publisher = await self._writer_engine().connect()
-        return self._publisher
-
-    async def _write_batch_on(
-        self, conn: AsyncConnection, batch: list[_PublishRequest], now: datetime
-    ) -> tuple[list[list[Notification]], list[Notification]]:
-        async with conn.begin():
+        async with self._writer_engine().begin() as conn:
             if not self.is_sqlite:
                 await conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}
