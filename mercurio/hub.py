@@ -33,6 +33,7 @@ class Subscription:
         "client_id",
         "closed",
         "limit",
+        "pending_since",
         "reason",
         "sending",
         "task",
@@ -46,6 +47,8 @@ class Subscription:
         self.categories = categories
         self.limit = limit
         self.buffer: deque[tuple[int, bytes]] = deque()
+        self.pending_since = 0.0
+        """When the hub queued the oldest frame still in the buffer (monotonic seconds)."""
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.reason = ""
@@ -55,8 +58,9 @@ class Subscription:
     def wants(self, category: str) -> bool:
         return self.categories is None or category in self.categories
 
-    def push(self, notification_id: int, frame: bytes) -> bool:
-        """Queue a frame; False when the buffer was full and the stream is now closed."""
+    def push(self, notification_id: int, frame: bytes, at: float) -> bool:
+        """Queue a frame handed over at `at`; False when the buffer was full and the stream
+        is now closed."""
         if self.closed:
             return True
         if len(self.buffer) >= self.limit:
@@ -64,6 +68,8 @@ class Subscription:
             # resumes from the store with Last-Event-ID.
             self.close("slow-reader")
             return False
+        if not self.buffer:
+            self.pending_since = at
         self.buffer.append((notification_id, frame))
         self._wake()
         return True
@@ -114,9 +120,6 @@ class Hub:
         self.announce_deliveries = 0
         self.replayed = 0
         self.deliver_latency = LatencyTally()
-        # (last notification id, monotonic time) of each recent deliver() call: a stream that
-        # wrote a frame looks up when its notification was committed (publish-to-deliver).
-        self._delivered_at: deque[tuple[int, float]] = deque(maxlen=1024)
         self.closing = ""
         """Why every stream was closed (shutdown); a stream registered afterwards ends at once."""
 
@@ -165,44 +168,34 @@ class Hub:
     def deliver(self, notes: Iterable[Notification]) -> None:
         """Push committed notifications, in id order, to every open stream that wants them."""
         now = time.monotonic()
-        note: Notification | None = None
         for note in notes:
             if note.is_announcement:
                 if self._by_client:
-                    self._announce(sse.NotificationFrame(note))
+                    self._announce(sse.NotificationFrame(note), now)
                 continue
             subs = self._by_client.get(note.client_id)
             if subs and note.category not in self._muted.get(note.client_id, ()):
                 frame = sse.NotificationFrame(note).for_client(note.client_id)
-                self._push(subs, note.id, note.category, frame)
-        if note is not None:
-            self._delivered_at.append((note.id, now))
+                self._push(subs, note.id, note.category, frame, now)
 
-    def frame_written(self, notification_id: int) -> None:
-        """A stream wrote the notification: observe its publish-to-deliver latency."""
-        delivered = self._delivered_at
-        at = None
-        # Newest first; a live writer is rarely more than a few deliver() calls behind.
-        for index in range(len(delivered) - 1, max(-1, len(delivered) - 65), -1):
-            last_id, when = delivered[index]
-            if last_id < notification_id:
-                break
-            at = when
-        if at is not None:
-            self.deliver_latency.observe(time.monotonic() - at)
+    def written(self, since: float) -> None:
+        """A stream wrote frames queued since `since`: publish-to-deliver latency."""
+        self.deliver_latency.observe(time.monotonic() - since)
 
-    def _announce(self, frame: sse.NotificationFrame) -> None:
+    def _announce(self, frame: sse.NotificationFrame, now: float) -> None:
         before = self.deliveries
         for client_id, subs in self._by_client.items():
             if frame.category not in self._muted.get(client_id, ()):
-                self._push(subs, frame.id, frame.category, frame.for_client(client_id))
+                self._push(subs, frame.id, frame.category, frame.for_client(client_id), now)
         self.announce_deliveries += self.deliveries - before
 
-    def _push(self, subs: set[Subscription], nid: int, category: str, frame: bytes) -> None:
+    def _push(
+        self, subs: set[Subscription], nid: int, category: str, frame: bytes, now: float
+    ) -> None:
         for sub in subs:
             if not sub.wants(category):
                 continue
-            if sub.push(nid, frame):
+            if sub.push(nid, frame, now):
                 self.deliveries += 1
             else:
                 self.slow_disconnects += 1
@@ -210,8 +203,9 @@ class Hub:
 
     def push_event(self, client_id: str, frame: bytes) -> None:
         """Push a control frame (read-state and the like) to every stream of the client."""
+        now = time.monotonic()
         for sub in list(self._by_client.get(client_id, ())):
-            sub.push(CONTROL, frame)
+            sub.push(CONTROL, frame, now)
 
     def close_all(self, reason: str) -> None:
         """Close every stream (shutdown): each writer ends at its next turn."""

@@ -86,7 +86,7 @@ async def test_wait_wakes_on_push_and_on_timeout() -> None:
     sub = Subscription("a", limit=5)
     waiting = asyncio.create_task(sub.wait(30))
     await asyncio.sleep(0)
-    sub.push(1, b"x")
+    sub.push(1, b"x", 0.0)
     await asyncio.wait_for(waiting, 5)
     sub.buffer.clear()
     await asyncio.wait_for(sub.wait(0.01), 5)
@@ -108,6 +108,6 @@ async def test_close_interrupts_a_stuck_write() -> None:
 
     task = asyncio.create_task(writer())
     await asyncio.sleep(0)
-    sub.push(1, b"a")
-    sub.push(2, b"b")  # overflow: closes and cancels the stuck write
+    sub.push(1, b"a", 0.0)
+    sub.push(2, b"b", 0.0)  # overflow: closes and cancels the stuck write
     assert await asyncio.wait_for(task, 5) == "interrupted"

@@ -243,13 +243,13 @@ async def _live(
     next_beat = time.monotonic() + heartbeat
     while True:
         if sub.buffer:
-            first = sub.buffer[0][0]
+            since = sub.pending_since
             chunk, sent = _drain(sub, last_sent)
             if chunk and not await writer.write(chunk):
                 return
             if sent != last_sent:
-                # Publish-to-deliver, once per write, for the oldest notification in it.
-                hub.frame_written(first if first > last_sent else sent)
+                # Publish-to-deliver, once per write, for the oldest frame in it.
+                hub.written(since)
                 last_sent = sent
             next_beat = time.monotonic() + heartbeat
             continue
