@@ -175,21 +175,20 @@ class _NodeCollector(Collector):
         )
 
     def _broker(self) -> Iterable[Metric]:
-        # The brokers are optional; a node tells what it knows through these two attributes.
-        connected = getattr(self.node, "broker_connected", None)
-        if connected is not None or self.node.settings.mq:
-            yield GaugeMetricFamily(
-                "mercurio_broker_up",
-                "1 when the broker connection is up, 0 when it is down.",
-                value=1 if connected else 0,
-            )
-        reconnects = getattr(self.node, "broker_reconnects", None)
-        if isinstance(reconnects, int):
-            yield CounterMetricFamily(
-                "mercurio_broker_reconnects",
-                "Times the broker connection was re-established.",
-                value=reconnects,
-            )
+        node = self.node
+        connected = node.broker_connected
+        if connected is None:
+            return  # MERCURIO_MQ=off: no broker to report on
+        yield GaugeMetricFamily(
+            "mercurio_broker_up",
+            "1 when the broker connection is up, 0 when it is down.",
+            value=1 if connected else 0,
+        )
+        yield CounterMetricFamily(
+            "mercurio_broker_reconnects",
+            "Times the broker connection was re-established.",
+            value=node.broker_reconnects or 0,
+        )
 
     def _store(self) -> Iterable[Metric]:
         store = self.node.store

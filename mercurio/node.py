@@ -56,6 +56,11 @@ class Node:
         """Whether the broker link is up; None when this node runs alone (MERCURIO_MQ=off)."""
         return None if self.cluster is None else self.cluster.connected
 
+    @property
+    def broker_reconnects(self) -> int | None:
+        """How often the broker link was re-established; None when MQ is off."""
+        return None if self.cluster is None else max(0, self.cluster.broker.connects - 1)
+
     async def publish(self, items: list[NewNotification]) -> list[Notification]:
         """Store items durably, then push them; answers once the rows are committed."""
         return await self.store.publish(items)

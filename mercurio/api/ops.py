@@ -45,7 +45,7 @@ async def readyz(node: NodeDep) -> JSONResponse:
         except (StoreUnavailable, TimeoutError):
             # The driver's message may carry a host or a user name: not for an open endpoint.
             down["database"] = "unreachable"
-    if node.settings.mq and getattr(node, "broker_connected", None) is not True:
+    if node.broker_connected is False:
         down["broker"] = "not connected"
     if down:
         return JSONResponse({"status": "unavailable", "down": down}, 503, headers=NO_STORE)
