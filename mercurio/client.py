@@ -32,6 +32,8 @@ from typing import Any, Self, TypeAlias
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from mercurio.backoff import backoff_delay
+
 __all__ = [
     "AsyncMercurio",
     "Backoff",
@@ -134,8 +136,7 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (0-based): half fixed, half jitter."""
-        ceiling = min(self.cap, self.base * 2.0 ** min(attempt, 30))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_delay(attempt, self.base, self.cap)
 
     def reconnect(self, attempt: int, hint: float) -> float:
         """Seconds before reconnecting a stream: the server's hint, then growing; never less."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import structlog
 
+from mercurio.backoff import backoff_delay
 from mercurio.config import redact_url
 
 log = structlog.get_logger("mercurio.broker")
@@ -39,10 +39,9 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt."""
-        ceiling = min(self.cap, self.first * (1 << min(self.attempt, 30)))
+        delay = backoff_delay(self.attempt, self.first, self.cap)
         self.attempt += 1
-        # Half of it random, so nodes that lost the broker together do not return together.
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return delay
 
     def reset(self) -> None:
         self.attempt = 0
