@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -63,15 +64,25 @@ def new_client_id() -> str:
 class ServerProcess:
     """`python -m mercurio serve` in its own process, as users run it."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.env = env
+        self.args = args
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(env.get("MERCURIO_TEST_LOG", os.devnull))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
         env = {**os.environ, "MERCURIO_ENV": "test", **self.env}
@@ -86,6 +97,7 @@ class ServerProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             env=env,
             cwd=ROOT,
@@ -98,7 +110,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
             try:
-                if httpx.get(self.url + "/", timeout=1).status_code == 200:
+                verify = self.tls if self.tls is not None else True
+                if httpx.get(self.url + "/", timeout=1, verify=verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)

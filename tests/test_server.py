@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +17,7 @@ import trustme
 from mercurio.config import ConfigError, load_settings
 from mercurio.hub import Hub, Subscription
 from mercurio.server import connection_wait
-from tests.conftest import PUBLISHER, ROOT, ServerProcess, bearer, new_client_id
+from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
 from tests.streams import open_stream
 
 MakeServer = Callable[..., ServerProcess]
@@ -238,15 +235,18 @@ async def test_https_serves_a_stream_and_a_publish_from_cli_options(
     tmp_path: Path, certificate: tuple[trustme.CA, Path, Path]
 ) -> None:
     ca, certfile, keyfile = certificate
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
     server = ServerProcess(
         {
             "MERCURIO_DB_CONN": f"sqlite:///{tmp_path}/tls.db",
             "MERCURIO_TEST_LOG": str(tmp_path / "tls.log"),
-        }
-    )
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    proc = _start_tls(server, certfile, keyfile, context)
+        },
+        args=("--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)),
+        tls=context,
+    ).start()
+    assert server.proc is not None
+    proc = server.proc
     try:
         base = f"https://127.0.0.1:{server.port}"
         user = new_client_id()
@@ -270,42 +270,3 @@ async def test_https_serves_a_stream_and_a_publish_from_cli_options(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 15) == 0
-
-
-def _start_tls(
-    server: ServerProcess, certfile: Path, keyfile: Path, context: ssl.SSLContext
-) -> subprocess.Popen[bytes]:
-    """`mercurio serve --ssl-certfile … --ssl-keyfile …`, waited for over HTTPS."""
-    env = {**os.environ, "MERCURIO_ENV": "test", **server.env}
-    log = open(server.log_path, "ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mercurio",
-            "serve",
-            "--port",
-            str(server.port),
-            "--ssl-certfile",
-            str(certfile),
-            "--ssl-keyfile",
-            str(keyfile),
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {server.tail()}")
-        try:
-            url = f"https://127.0.0.1:{server.port}/"
-            if httpx.get(url, verify=context, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("TLS server did not start in 30 s")
