@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -61,6 +62,14 @@ def new_client_id() -> str:
     return f"u{uuid.uuid4().hex[:12]}"
 
 
+def server_files(folder: Path) -> dict[str, str]:
+    """Settings that put a test server's SQLite database and its log in folder."""
+    return {
+        "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
+        "MERCURIO_TEST_LOG": str(folder / "server.log"),
+    }
+
+
 class ServerProcess:
     """`python -m mercurio serve` in its own process, as users run it."""
 
@@ -78,6 +87,13 @@ class ServerProcess:
         self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(env.get("MERCURIO_TEST_LOG", os.devnull))
+
+    @classmethod
+    def in_folder(
+        cls, folder: Path, env: dict[str, str] | None = None, **options: Any
+    ) -> ServerProcess:
+        """A server keeping its SQLite database and its log in folder."""
+        return cls({**server_files(folder), **(env or {})}, **options)
 
     @property
     def url(self) -> str:
@@ -138,14 +154,13 @@ class ServerProcess:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One shared server on SQLite; tests keep apart by using fresh client ids."""
     folder = tmp_path_factory.mktemp("server")
-    proc = ServerProcess(
+    proc = ServerProcess.in_folder(
+        folder,
         {
-            "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
             "MERCURIO_SSE_HEARTBEAT": "1",
             "MERCURIO_REPLAY_MAX": "50",
             "MERCURIO_STREAM_BUFFER": "64",
-            "MERCURIO_TEST_LOG": str(folder / "server.log"),
-        }
+        },
     ).start()
     yield proc
     proc.stop()
@@ -159,12 +174,7 @@ def announce_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     show up in every other test's lists and unread counts.
     """
     folder = tmp_path_factory.mktemp("announce-server")
-    proc = ServerProcess(
-        {
-            "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
-            "MERCURIO_TEST_LOG": str(folder / "server.log"),
-        }
-    ).start()
+    proc = ServerProcess.in_folder(folder).start()
     yield proc
     proc.stop()
 
@@ -175,12 +185,7 @@ def make_server(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     started: list[ServerProcess] = []
 
     def _make(env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
-        merged = {
-            "MERCURIO_DB_CONN": f"sqlite:///{tmp_path}/mercurio.db",
-            "MERCURIO_TEST_LOG": str(tmp_path / "server.log"),
-            **(env or {}),
-        }
-        proc = ServerProcess(merged, port)
+        proc = ServerProcess.in_folder(tmp_path, env, port=port)
         started.append(proc)
         return proc.start()
 

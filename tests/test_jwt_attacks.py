@@ -117,15 +117,7 @@ class Target:
 
 
 def _start(folder: Path, env: dict[str, str]) -> tuple[ServerProcess, Path]:
-    db = folder / "mercurio.db"
-    server = ServerProcess(
-        {
-            "MERCURIO_DB_CONN": f"sqlite:///{db}",
-            "MERCURIO_TEST_LOG": str(folder / "server.log"),
-            **env,
-        }
-    ).start()
-    return server, db
+    return ServerProcess.in_folder(folder, env).start(), folder / "mercurio.db"
 
 
 @pytest.fixture(scope="module")

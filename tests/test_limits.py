@@ -24,17 +24,16 @@ ORIGIN = "https://app.example.com"
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Two streams per client, three publishes saved up and one more every 100 s."""
     folder = tmp_path_factory.mktemp("limits")
-    server = ServerProcess(
+    server = ServerProcess.in_folder(
+        folder,
         {
-            "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
-            "MERCURIO_TEST_LOG": str(folder / "server.log"),
             "MERCURIO_MAX_STREAMS_PER_CLIENT": "2",
             "MERCURIO_PUBLISH_RATE": "0.01",
             "MERCURIO_PUBLISH_BURST": "3",
             "MERCURIO_PUBLISHERS": "p1,p2,p3,p4",
             "MERCURIO_CORS_ALLOWED_ORIGINS": ORIGIN,
             "MERCURIO_SSE_HEARTBEAT": "1",
-        }
+        },
     ).start()
     yield server
     server.stop()

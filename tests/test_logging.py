@@ -53,14 +53,13 @@ def request_event(request_id: str) -> Callable[[dict[str, Any]], bool]:
 def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server logging JSON, shared by this module's tests (each uses its own ids)."""
     folder = tmp_path_factory.mktemp("json-logs")
-    server = ServerProcess(
+    server = ServerProcess.in_folder(
+        folder,
         {
-            "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
-            "MERCURIO_TEST_LOG": str(folder / "server.log"),
             "MERCURIO_LOG_FORMAT": "json",
             "MERCURIO_NID": "node-7",
             "MERCURIO_SSE_HEARTBEAT": "1",
-        }
+        },
     ).start()
     yield server
     server.stop()

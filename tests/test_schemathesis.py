@@ -41,12 +41,7 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder: Path = tmp_path_factory.mktemp("schemathesis")
-    server = ServerProcess(
-        {
-            "MERCURIO_DB_CONN": f"sqlite:///{folder}/mercurio.db",
-            "MERCURIO_TEST_LOG": str(folder / "server.log"),
-        }
-    ).start()
+    server = ServerProcess.in_folder(folder).start()
     yield server
     server.stop()
 

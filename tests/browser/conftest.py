@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess as BaseServer
+from tests.conftest import server_files
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,10 +32,9 @@ class ServerProcess(BaseServer):
         self.auth_key = DEV_KEY
         super().__init__(
             {
-                "MERCURIO_DB_CONN": f"sqlite:///{tmp_path / 'mercurio.db'}",
+                **server_files(tmp_path),
                 "MERCURIO_SSE_HEARTBEAT": "5",
                 "MERCURIO_AUTH_PK_TEXT": DEV_KEY,
-                "MERCURIO_TEST_LOG": str(tmp_path / "server.log"),
             }
         )
 
