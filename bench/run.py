@@ -786,116 +786,89 @@ def table(report: dict[str, Any]) -> str:
             ",.0f",
             True,
         )
+
+    def measured(
+        name: str,
+        at: str,
+        ours: dict[str, Any],
+        best: dict[str, Any] | None,
+        *path: str,
+        target: float | None = None,
+        fmt: str = ".1f",
+        higher_better: bool = False,
+    ) -> None:
+        """A row whose figure sits at the same key path in our phase and the ceiling's."""
+
+        def dig(phase: dict[str, Any]) -> float:
+            value: Any = phase
+            for key in path:
+                value = value[key]
+            return float(value)
+
+        row(name, at, dig(ours), best and dig(best), target, fmt, higher_better)
+
     for f in service["fanout"]:
         theirs = _match(ceiling["fanout"], kind=f["kind"], mode=f["mode"], streams=f["streams"])
         big = f["streams"] >= 10_000 and f["kind"] == "announce"
+        burst = f["mode"] == "burst"
         at = f"{f['streams']:,} {f['mode']}"
         name = f"{f['kind']} "
-        if f["mode"] == "burst":
-            row(
-                name + "deliveries/s",
-                at,
-                f["deliveries_per_s"],
-                theirs and theirs["deliveries_per_s"],
-                TARGETS["fanout_per_s"] if big else None,
-                ",.0f",
-                True,
-            )
-            row(
-                name + "server CPU µs/delivery",
-                at,
-                f["server_cpu_us_per_delivery"],
-                theirs and theirs["server_cpu_us_per_delivery"],
-                TARGETS["fanout_cpu_us"] if big else None,
-                ".1f",
-                False,
-            )
-        else:
-            row(
-                name + "deliveries/s (offered)",
-                at,
-                f["deliveries_per_s"],
-                theirs and theirs["deliveries_per_s"],
-                None,
-                ",.0f",
-                True,
-            )
-            row(
-                name + "server CPU µs/delivery",
-                at,
-                f["server_cpu_us_per_delivery"],
-                theirs and theirs["server_cpu_us_per_delivery"],
-                None,
-                ".1f",
-                False,
-            )
-        row(
-            name + "latency p50 ms",
+        measured(
+            name + ("deliveries/s" if burst else "deliveries/s (offered)"),
             at,
-            f["latency"]["p50_ms"],
-            theirs and theirs["latency"]["p50_ms"],
-            None,
-            ".1f",
-            False,
+            f,
+            theirs,
+            "deliveries_per_s",
+            target=TARGETS["fanout_per_s"] if big and burst else None,
+            fmt=",.0f",
+            higher_better=True,
         )
-        row(
+        measured(
+            name + "server CPU µs/delivery",
+            at,
+            f,
+            theirs,
+            "server_cpu_us_per_delivery",
+            target=TARGETS["fanout_cpu_us"] if big and burst else None,
+        )
+        measured(name + "latency p50 ms", at, f, theirs, "latency", "p50_ms")
+        measured(
             name + "latency p99 ms",
             at,
-            f["latency"]["p99_ms"],
-            theirs and theirs["latency"]["p99_ms"],
-            TARGETS["fanout_p99_ms"] if big and f["mode"] == "paced" else None,
-            ".1f",
-            False,
+            f,
+            theirs,
+            "latency",
+            "p99_ms",
+            target=TARGETS["fanout_p99_ms"] if big and not burst else None,
         )
         shares(name + "CPU % srv/loadgen/other", at, f, theirs)
     for u in service["unicast"]:
         theirs = _match(ceiling["unicast"], concurrency=u["concurrency"])
         top = u["concurrency"] >= 64
         at = f"c={u['concurrency']}"
-        row(
+        measured(
             "unicast publishes/s",
             at,
-            u["publishes_per_s"],
-            theirs and theirs["publishes_per_s"],
-            TARGETS["unicast_per_s"] if top else None,
-            ",.0f",
-            True,
+            u,
+            theirs,
+            "publishes_per_s",
+            target=TARGETS["unicast_per_s"] if top else None,
+            fmt=",.0f",
+            higher_better=True,
         )
-        row(
-            "unicast publish p99 ms",
-            at,
-            u["publish_latency"]["p99_ms"],
-            theirs and theirs["publish_latency"]["p99_ms"],
-            None,
-            ".1f",
-            False,
-        )
-        row(
-            "unicast delivery p50 ms",
-            at,
-            u["delivery_latency"]["p50_ms"],
-            theirs and theirs["delivery_latency"]["p50_ms"],
-            None,
-            ".1f",
-            False,
-        )
-        row(
+        measured("unicast publish p99 ms", at, u, theirs, "publish_latency", "p99_ms")
+        measured("unicast delivery p50 ms", at, u, theirs, "delivery_latency", "p50_ms")
+        measured(
             "unicast delivery p99 ms",
             at,
-            u["delivery_latency"]["p99_ms"],
-            theirs and theirs["delivery_latency"]["p99_ms"],
-            TARGETS["unicast_delivery_p99_ms"] if top else None,
-            ".1f",
-            False,
+            u,
+            theirs,
+            "delivery_latency",
+            "p99_ms",
+            target=TARGETS["unicast_delivery_p99_ms"] if top else None,
         )
-        row(
-            "unicast server CPU µs/publish",
-            at,
-            u["server_cpu_us_per_publish"],
-            theirs and theirs["server_cpu_us_per_publish"],
-            None,
-            ".0f",
-            False,
+        measured(
+            "unicast server CPU µs/publish", at, u, theirs, "server_cpu_us_per_publish", fmt=".0f"
         )
         shares("unicast CPU % srv/loadgen/other", at, u, theirs)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
