@@ -180,9 +180,10 @@ def _check_cluster(mq_conn: str, db_conn: str) -> None:
             f"MERCURIO_MQ_CONN: unsupported scheme {scheme!r} in {redact_url(mq_conn)!r}; "
             f"use one of {supported()}"
         )
-    db = db_conn.strip().lower()
+    from mercurio.store import database_url
+
     # memory:// fans out inside one process only, where one SQLite file serves every node.
-    if scheme != "memory" and ("://" not in db or db.startswith("sqlite")):
+    if scheme != "memory" and database_url(db_conn).startswith("sqlite"):
         raise ValueError(
             "MERCURIO_DB_CONN: SQLite cannot be shared between nodes; "
             "use postgresql://… with MERCURIO_MQ=on"
