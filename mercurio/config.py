@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     max_streams_per_client: int = Field(default=10, ge=1, le=10_000)
     publish_rate: float = Field(default=1000.0, ge=0, le=1_000_000)  # 0: no limit
     publish_burst: int = Field(default=2000, ge=1, le=10_000_000)
+    # Rows and bytes a publish stores (data size x destinations), not only requests, are
+    # budgeted: one 64 KiB broadcast could otherwise store 160 MiB.
+    publish_max_bytes_per_request: int = Field(default=4 * 1024 * 1024, ge=1024, le=1 << 30)
+    publish_row_rate: float = Field(default=20_000.0, ge=0, le=100_000_000)  # 0: no limit
+    publish_row_burst: int = Field(default=100_000, ge=1, le=100_000_000)
+    publish_byte_rate: float = Field(default=16 * 1024 * 1024, ge=0, le=1 << 40)  # 0: no limit
+    publish_byte_burst: int = Field(default=64 * 1024 * 1024, ge=1024, le=1 << 40)
     metrics_token: str = Field(default="", repr=False)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -30,6 +30,17 @@ class RateLimiter:
 
     def take(self, key: str, cost: float = 1.0) -> float:
         """Spend cost tokens: 0.0 when allowed, else the seconds until it would be."""
+        wait = self.wait(key, cost)
+        if wait == 0.0 and self.rate > 0:
+            self._buckets[key][0] -= min(cost, self.burst)
+        return wait
+
+    def wait(self, key: str, cost: float = 1.0) -> float:
+        """The seconds until cost tokens could be spent (0.0: now), spending nothing.
+
+        A cost above the burst needs a full bucket, so an oversized request is slowed down
+        instead of refused forever.
+        """
         if self.rate <= 0:
             return 0.0
         now = self.clock()
@@ -38,19 +49,39 @@ class RateLimiter:
             if len(self._buckets) >= self.max_keys:
                 self._forget_idle(now)
             bucket = self._buckets[key] = [self.burst, now]
-        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
         bucket[1] = now
-        if tokens >= cost:
-            bucket[0] = tokens - cost
-            return 0.0
-        bucket[0] = tokens
-        return (cost - tokens) / self.rate
+        cost = min(cost, self.burst)
+        return 0.0 if bucket[0] >= cost else (cost - bucket[0]) / self.rate
 
     def _forget_idle(self, now: float) -> None:
         full_after = self.burst / self.rate
         idle = [k for k, (_, last) in self._buckets.items() if now - last >= full_after]
         for key in idle:
             del self._buckets[key]
+
+
+class PublishBudget:
+    """A publisher's budget: requests, stored rows and stored bytes, each a token bucket.
+
+    A broadcast is one request but thousands of rows: counting requests alone let one small
+    request store hundreds of megabytes.
+    """
+
+    def __init__(self, requests: RateLimiter, rows: RateLimiter, stored_bytes: RateLimiter) -> None:
+        self.limiters = (requests, rows, stored_bytes)
+
+    def take(self, key: str, rows: int, stored_bytes: int) -> float:
+        """Charge one request of rows and bytes: 0.0 when allowed, else seconds to wait."""
+        costs = (1.0, float(rows), float(stored_bytes))
+        # Nothing is spent unless every bucket can pay, so a refusal costs the publisher nothing.
+        pairs = list(zip(self.limiters, costs, strict=True))
+        wait = max(limiter.wait(key, cost) for limiter, cost in pairs)
+        if wait > 0:
+            return wait
+        for limiter, cost in pairs:
+            limiter.take(key, cost)
+        return 0.0
 
 
 def retry_after(seconds: float) -> str:

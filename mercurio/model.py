@@ -25,6 +25,12 @@ class NewNotification:
     category: str
     data_json: str
     check_duplicate: bool = True
+    publisher_id: str = ""
+    """Who published it: event ids are idempotency keys per publisher, not global."""
+
+    def same_content(self, source_id: str, category: str, data_json: str) -> bool:
+        """Whether a stored row with these fields is this very publish (a retry)."""
+        return (self.source_id, self.category, self.data_json) == (source_id, category, data_json)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,11 @@ notifications = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
-    sa.UniqueConstraint("client_id", "event_id", name="uq_notifications_client_event"),
+    # Event ids are idempotency keys of one publisher: another publisher's same id is its own.
+    sa.Column("publisher_id", sa.String(128), nullable=False, server_default=""),
+    sa.UniqueConstraint(
+        "client_id", "publisher_id", "event_id", name="uq_notifications_client_publisher_event"
+    ),
     sa.Index("ix_notifications_client_id_id", "client_id", "id"),
 )
 

@@ -14,7 +14,13 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from mercurio.config import ConfigError, redact_url
@@ -37,6 +43,14 @@ s = announcement_states
 
 class StoreUnavailable(Exception):
     """The database could not complete the operation."""
+
+
+class EventConflict(Exception):
+    """The publisher already used this event id for a different notification."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
 
 
 def database_url(conn: str) -> str:
@@ -102,6 +116,90 @@ def _row_to_notification(row: sa.Row[Any]) -> Notification:
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+Key = tuple[str, str, str]
+"""(client, publisher, event id): a publish is idempotent per publisher."""
+
+
+def _key(item: NewNotification) -> Key:
+    return (item.client_id, item.publisher_id, item.event_id)
+
+
+def _fail(batch: Iterable[_PublishRequest], error: Exception) -> None:
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(error)
+
+
+def _may_be_one_items_fault(exc: Exception) -> bool:
+    """Whether a failed batch may be one item's fault (bad data), not the database's."""
+    if isinstance(exc, DBAPIError):
+        # asyncpg reports refused data (a NUL in text, say) as a plain DBAPIError.
+        return not exc.connection_invalidated and not isinstance(
+            exc, OperationalError | InterfaceError
+        )
+    return isinstance(exc, ValueError | TypeError | StatementError)
+
+
+def _plan(
+    batch: list[_PublishRequest], known: dict[Key, Notification]
+) -> tuple[dict[Key, NewNotification], dict[int, EventConflict]]:
+    """The rows to insert, and the requests that reuse an event id for different content."""
+    pending: dict[Key, NewNotification] = {}
+    conflicts: dict[int, EventConflict] = {}
+    for index, request in enumerate(batch):
+        mine: dict[Key, NewNotification] = {}
+        for item in request.items:
+            key = _key(item)
+            if not _agrees(item, known.get(key) or pending.get(key) or mine.get(key)):
+                conflicts[index] = EventConflict(item.event_id)
+                break
+            if key not in known:
+                mine.setdefault(key, item)
+        else:
+            for key, item in mine.items():
+                pending.setdefault(key, item)
+    return pending, conflicts
+
+
+def _agrees(item: NewNotification, earlier: Notification | NewNotification | None) -> bool:
+    if earlier is None:
+        return True
+    return item.same_content(earlier.source_id, earlier.category, earlier.data_json)
+
+
+async def _insert(
+    conn: AsyncConnection, items: list[NewNotification], now: datetime
+) -> list[Notification]:
+    """Insert the items; the stored notifications in the items' order."""
+    if not items:
+        return []
+    rows = [
+        {
+            "event_id": item.event_id,
+            "source_id": item.source_id,
+            "client_id": item.client_id,
+            "category": item.category,
+            "data": item.data_json,
+            "created_at": now,
+            "publisher_id": item.publisher_id,
+        }
+        for item in items
+    ]
+    result = await conn.execute(n.insert().returning(n.c.id, sort_by_parameter_order=True), rows)
+    return [
+        Notification(
+            row.id,
+            item.event_id,
+            item.source_id,
+            item.client_id,
+            item.category,
+            item.data_json,
+            now,
+        )
+        for item, row in zip(items, result.all(), strict=True)
+    ]
 
 
 class Store:
@@ -202,7 +300,8 @@ class Store:
     async def publish(self, items: list[NewNotification]) -> list[Notification]:
         """Store items in one transaction (shared with concurrent publishes); return them.
 
-        An item whose (client, event id) already exists is answered with the stored one.
+        An item whose (client, publisher, event id) already exists is answered with the stored
+        one; EventConflict when that stored one has different content.
         """
         if self._writer is None or self._writer.done():
             raise StoreUnavailable("store is closed")
@@ -230,27 +329,57 @@ class Store:
         try:
             answers, fresh = await self._write_batch(batch)
         except asyncio.CancelledError:
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(StoreUnavailable("store is closing"))
+            _fail(batch, StoreUnavailable("store is closing"))
             raise
         except Exception as exc:
-            error = StoreUnavailable(f"publish failed: {type(exc).__name__}")
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
+            if len(batch) > 1 and _may_be_one_items_fault(exc):
+                # One bad item must not fail the innocent publishes it shared a transaction
+                # with: each request gets a transaction of its own, so only the bad one fails.
+                await self._commit_one_by_one(batch)
+                return
+            _fail(batch, StoreUnavailable(f"publish failed: {type(exc).__name__}"))
             return
+        self._committed(fresh)
+        for request, answer in zip(batch, answers, strict=True):
+            if request.future.done():
+                continue
+            if isinstance(answer, EventConflict):
+                request.future.set_exception(answer)
+            else:
+                request.future.set_result(answer)
+
+    async def _commit_one_by_one(self, batch: list[_PublishRequest]) -> None:
+        for index, request in enumerate(batch):
+            try:
+                answers, fresh = await self._write_batch([request])
+            except asyncio.CancelledError:
+                _fail(batch[index:], StoreUnavailable("store is closing"))
+                raise
+            except Exception as exc:
+                _fail([request], StoreUnavailable(f"publish failed: {type(exc).__name__}"))
+                if not _may_be_one_items_fault(exc):
+                    # The database itself is failing: do not try the rest one at a time.
+                    _fail(batch[index + 1 :], StoreUnavailable("publish failed: store"))
+                    return
+                continue
+            self._committed(fresh)
+            answer = answers[0]
+            if request.future.done():
+                continue
+            if isinstance(answer, EventConflict):
+                request.future.set_exception(answer)
+            else:
+                request.future.set_result(answer)
+
+    def _committed(self, fresh: list[Notification]) -> None:
         self.batches_committed += 1
         self.items_committed += len(fresh)
         if fresh and self.on_commit is not None:
             self.on_commit(fresh)
-        for request, answer in zip(batch, answers, strict=True):
-            if not request.future.done():
-                request.future.set_result(answer)
 
     async def _write_batch(
         self, batch: list[_PublishRequest]
-    ) -> tuple[list[list[Notification]], list[Notification]]:
+    ) -> tuple[list[list[Notification] | EventConflict], list[Notification]]:
         now = datetime.now(UTC)
         async with self._writer_engine().begin() as conn:
             if not self.is_sqlite:
@@ -259,58 +388,36 @@ class Store:
                 )
             all_items = [item for request in batch for item in request.items]
             known = await self._existing(conn, [i for i in all_items if i.check_duplicate])
-            pending: dict[tuple[str, str], NewNotification] = {}
-            for item in all_items:
-                key = (item.client_id, item.event_id)
-                if key not in known:
-                    pending.setdefault(key, item)
-            rows = [
-                {
-                    "event_id": item.event_id,
-                    "source_id": item.source_id,
-                    "client_id": item.client_id,
-                    "category": item.category,
-                    "data": item.data_json,
-                    "created_at": now,
-                }
-                for item in pending.values()
-            ]
-            fresh: list[Notification] = []
-            if rows:
-                result = await conn.execute(
-                    n.insert().returning(n.c.id, sort_by_parameter_order=True), rows
-                )
-                for (key, item), row in zip(pending.items(), result.all(), strict=True):
-                    stored = Notification(
-                        row.id,
-                        item.event_id,
-                        item.source_id,
-                        item.client_id,
-                        item.category,
-                        item.data_json,
-                        now,
-                    )
-                    known[key] = stored
-                    fresh.append(stored)
+            pending, conflicts = _plan(batch, known)
+            fresh = await _insert(conn, list(pending.values()), now)
+        for key, stored in zip(pending, fresh, strict=True):
+            known[key] = stored
         fresh.sort(key=lambda note: note.id)
-        answers = [
-            [known[(item.client_id, item.event_id)] for item in request.items] for request in batch
+        answers: list[list[Notification] | EventConflict] = [
+            conflicts[index]
+            if index in conflicts
+            else [known[_key(item)] for item in request.items]
+            for index, request in enumerate(batch)
         ]
         return answers, fresh
 
     async def _existing(
         self, conn: AsyncConnection, items: list[NewNotification]
-    ) -> dict[tuple[str, str], Notification]:
-        by_event: dict[str, set[str]] = {}
+    ) -> dict[Key, Notification]:
+        by_event: dict[tuple[str, str], set[str]] = {}
         for item in items:
-            by_event.setdefault(item.event_id, set()).add(item.client_id)
-        found: dict[tuple[str, str], Notification] = {}
-        for event_id, clients in by_event.items():
+            by_event.setdefault((item.event_id, item.publisher_id), set()).add(item.client_id)
+        found: dict[Key, Notification] = {}
+        for (event_id, publisher_id), clients in by_event.items():
             for chunk in _chunks(sorted(clients), IN_CHUNK):
-                query = sa.select(n).where(n.c.event_id == event_id, n.c.client_id.in_(chunk))
+                query = sa.select(n).where(
+                    n.c.event_id == event_id,
+                    n.c.publisher_id == publisher_id,
+                    n.c.client_id.in_(chunk),
+                )
                 for row in await conn.execute(query):
                     note = _row_to_notification(row)
-                    found[(note.client_id, note.event_id)] = note
+                    found[(note.client_id, publisher_id, note.event_id)] = note
         return found
 
     # -- reading ----------------------------------------------------------------------------
@@ -472,13 +579,35 @@ class Store:
             if category is not None:
                 own = own.where(n.c.category == category)
             updated = (await conn.execute(own.values(read_at=now))).rowcount or 0
-            unread = self._unread(self._visible(client_id)).where(n.c.client_id == ANNOUNCEMENT)
-            if category is not None:
-                unread = unread.where(n.c.category == category)
-            for row in (await conn.execute(unread)).all():
-                await _upsert_state(conn, client_id, row.id, read_at=now)
-                updated += 1
+            updated += await self._mark_announcements_read(conn, client_id, category, now)
         return int(updated)
+
+    async def _mark_announcements_read(
+        self, conn: AsyncConnection, client_id: str, category: str | None, now: datetime
+    ) -> int:
+        """One INSERT ... SELECT ... ON CONFLICT for all unread announcements, not one each.
+
+        One statement per announcement held the write lock for seconds over a long backlog.
+        """
+        unread = (
+            self._unread(self._visible(client_id))
+            .where(n.c.client_id == ANNOUNCEMENT)
+            .with_only_columns(
+                sa.literal(client_id, sa.String()).label("client_id"),
+                n.c.id.label("notification_id"),
+                sa.literal(now, sa.DateTime(timezone=True)).label("read_at"),
+            )
+        )
+        if category is not None:
+            unread = unread.where(n.c.category == category)
+        statement = _insert_for(conn)(s).from_select(
+            ["client_id", "notification_id", "read_at"], unread
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[s.c.client_id, s.c.notification_id],
+            set_={"read_at": statement.excluded.read_at},
+        )
+        return int((await conn.execute(statement)).rowcount or 0)
 
     async def delete(self, client_id: str, notification_id: int) -> bool:
         """Hide one notification from the client; False when the client cannot see it."""
@@ -539,14 +668,19 @@ class Store:
         return True
 
 
-async def _upsert(
-    conn: AsyncConnection, table: sa.Table, values: dict[str, Any], *, keys: list[str]
-) -> None:
+def _insert_for(conn: AsyncConnection) -> Any:
+    """The dialect's INSERT construct, which knows ON CONFLICT."""
     if conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    statement = insert(table).values(**values)
+    return insert
+
+
+async def _upsert(
+    conn: AsyncConnection, table: sa.Table, values: dict[str, Any], *, keys: list[str]
+) -> None:
+    statement = _insert_for(conn)(table).values(**values)
     updates = {k: v for k, v in values.items() if k not in keys}
     await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
 

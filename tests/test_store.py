@@ -12,7 +12,7 @@ import pytest
 
 from mercurio.config import ConfigError
 from mercurio.model import ANNOUNCEMENT, NewNotification
-from mercurio.store import Store, database_url
+from mercurio.store import EventConflict, Store, StoreUnavailable, database_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -69,7 +69,7 @@ async def test_concurrent_publishes_share_transactions(store: Store) -> None:
 
 async def test_same_event_to_same_destination_is_stored_once(store: Store) -> None:
     first = await store.publish([item("a", "evt"), item("b", "evt")])
-    again = await store.publish([item("a", "evt", data='"changed"'), item("c", "evt")])
+    again = await store.publish([item("a", "evt"), item("c", "evt")])
     assert again[0] == first[0]
     assert again[1].client_id == "c" and again[1].id > first[1].id
     both = await asyncio.gather(
@@ -203,3 +203,99 @@ async def test_resuming_never_skips_a_late_commit_under_concurrent_publishers(
             await node.close()
     assert len(seen) == len(set(seen)), "a notification was replayed twice"
     assert sorted(seen) == sorted(published), "a resume skipped a late commit"
+
+
+async def test_one_bad_item_in_a_group_commit_does_not_fail_the_innocent_ones(
+    store: Store,
+) -> None:
+    # A NOT NULL violation fails on every backend, as a NUL in text does on PostgreSQL.
+    bad = NewNotification("bad", "src", "z", "general", '"x"', publisher_id=None)  # type: ignore[arg-type]
+    calls = [[item(f"c{i}", f"e{i}")] for i in range(30)]
+    calls.insert(15, [bad])
+    answers = await asyncio.gather(*(store.publish(c) for c in calls), return_exceptions=True)
+    failed = [a for a in answers if isinstance(a, Exception)]
+    assert len(failed) == 1 and isinstance(failed[0], StoreUnavailable)
+    assert answers[15] is failed[0]
+    for i in range(30):
+        page = await store.page(f"c{i}")
+        assert [n.event_id for n in page.notifications] == [f"e{i}"]
+    assert (await store.page("z")).notifications == []
+
+
+async def test_a_nul_in_text_fails_only_its_own_publish_on_every_backend(store: Store) -> None:
+    nul = NewNotification("nul", "s\x00rc", "y", "general", '"x"')
+    answers = await asyncio.gather(
+        store.publish([item("a", "e1")]),
+        store.publish([nul]),
+        store.publish([item("b", "e2")]),
+        return_exceptions=True,
+    )
+    assert not isinstance(answers[0], Exception) and not isinstance(answers[2], Exception)
+    if not store.is_sqlite:
+        assert isinstance(answers[1], StoreUnavailable)
+        assert (await store.page("y")).notifications == []
+
+
+def by(publisher: str, client: str, event: str, data: str = '"x"') -> NewNotification:
+    return NewNotification(event, "src", client, "general", data, publisher_id=publisher)
+
+
+async def test_another_publishers_event_id_is_its_own_notification(store: Store) -> None:
+    first = (await store.publish([by("A", "u", "evt", '"from A"')]))[0]
+    other = (await store.publish([by("B", "u", "evt", '"from B"')]))[0]
+    assert other.id != first.id
+    texts = sorted(n.data_json for n in (await store.page("u")).notifications)
+    assert texts == ['"from A"', '"from B"']
+    again = (await store.publish([by("A", "u", "evt", '"from A"')]))[0]
+    assert again.id == first.id
+
+
+async def test_the_same_event_id_with_other_content_is_a_conflict_and_stores_nothing(
+    store: Store,
+) -> None:
+    await store.publish([by("A", "u", "evt")])
+    with pytest.raises(EventConflict):
+        await store.publish([by("A", "v", "evt"), by("A", "u", "evt", '"changed"')])
+    assert (await store.page("v")).notifications == []
+    # Two different publishes with one id in the same group commit: one wins, one conflicts.
+    answers = await asyncio.gather(
+        store.publish([by("A", "w", "e2", '"one"')]),
+        store.publish([by("A", "w", "e2", '"two"')]),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(a, EventConflict) for a in answers) == 1
+    assert len((await store.page("w")).notifications) == 1
+
+
+async def test_mark_all_read_over_thousands_of_announcements_is_one_statement(
+    store: Store,
+) -> None:
+    import sqlalchemy as sa
+
+    notes = await store.publish(
+        [item(ANNOUNCEMENT, f"a{i}", category="c" if i % 3 == 0 else "d") for i in range(3500)]
+    )
+    await store.set_read("me", notes[0].id, True)  # already read: not counted again
+    assert await store.delete("me", notes[3].id)  # deleted: stays hidden and unread
+    await store.publish([item("me", "own", category="c")])
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        statements.append(sql)
+
+    engine = store._writer_engine().sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        marked_c = await store.mark_all_read("me", category="c")
+        marked_rest = await store.mark_all_read("me")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    in_c = len([i for i in range(3500) if i % 3 == 0])
+    assert marked_c == in_c - 2 + 1  # minus the read and the deleted one, plus "own"
+    assert marked_rest == 3500 - in_c
+    assert await store.unread_count("me") == 0
+    assert await store.unread_count("other") == 3500
+    assert (await store.get("me", notes[3].id)) is None
+    # Two statements each (own rows, announcements), whatever the backlog.
+    writes = [sql for sql in statements if not sql.lstrip().upper().startswith("BEGIN")]
+    assert len(writes) <= 4, writes

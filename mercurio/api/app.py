@@ -17,7 +17,7 @@ from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers, send_er
 from mercurio.api.fast_unicast import FastUnicast
 from mercurio.api.middleware import RequestContext, routes_of
 from mercurio.config import Settings
-from mercurio.limits import RateLimiter
+from mercurio.limits import PublishBudget, RateLimiter
 from mercurio.metrics import Metrics
 from mercurio.node import Node
 
@@ -121,7 +121,7 @@ def build_rest_app(node: Node) -> FastAPI:
     )
     app.state.node = node
     app.state.metrics = Metrics(node)
-    app.state.publish_limiter = RateLimiter(node.settings.publish_rate, node.settings.publish_burst)
+    app.state.publish_budget = publish_budget(node.settings)
     install_error_handlers(app)
 
     @app.get("/", tags=["meta"])
@@ -142,11 +142,20 @@ def build_rest_app(node: Node) -> FastAPI:
     return app
 
 
+def publish_budget(settings: Settings) -> PublishBudget:
+    """Each publisher's budget of requests, rows and bytes, from the settings."""
+    return PublishBudget(
+        RateLimiter(settings.publish_rate, settings.publish_burst),
+        RateLimiter(settings.publish_row_rate, settings.publish_row_burst),
+        RateLimiter(settings.publish_byte_rate, settings.publish_byte_burst),
+    )
+
+
 def create_app(settings: Settings) -> ASGIApp:
     """The whole service as one ASGI application."""
     node = Node(settings)
     rest = build_rest_app(node)
-    fast = FastUnicast(rest, node, rest.state.publish_limiter, rest.state.metrics.publishes)
+    fast = FastUnicast(rest, node, rest.state.publish_budget, rest.state.metrics.publishes)
     app: ASGIApp = Mercurio(node, BodyLimit(fast, settings.max_body_bytes))
     if settings.cors_allowed_origins:
         app = CORSMiddleware(

@@ -31,6 +31,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "No or bad token"),
         (403, "The token may not do this"),
         (404, "Not found"),
+        (409, "Event id already used by this publisher for different content"),
         (413, "Body too large"),
         (422, "Invalid body"),
         (429, "Too many requests"),

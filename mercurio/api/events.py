@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 import orjson
@@ -12,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from mercurio.api.deps import NodeDep, Publisher
 from mercurio.api.errors import ApiError
-from mercurio.limits import retry_after
+from mercurio.limits import PublishBudget, retry_after
 from mercurio.metrics import PublishStats
 from mercurio.model import (
     ANNOUNCEMENT,
@@ -24,10 +26,40 @@ from mercurio.model import (
     Notification,
 )
 from mercurio.node import Node
+from mercurio.store import EventConflict
 
 router = APIRouter(prefix="/api/events", tags=["publish"])
 
 SourceID = Annotated[str, Field(min_length=1, max_length=200)]
+NUL = "\x00"
+
+
+def check_json(value: JsonValue) -> None:
+    """Refuse what JSON allows but the store cannot keep: NUL in text, non-finite numbers.
+
+    PostgreSQL text and jsonb refuse U+0000, and NaN, Infinity or 1e400 would be stored as
+    null: both must be a 422, not a 503 or silently different data.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("numbers must be finite (no NaN, Infinity or 1e400)")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                _check_text(key)
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _check_text(value: str) -> str:
+    if NUL in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
 
 
 class _PublishIn(BaseModel):
@@ -37,6 +69,17 @@ class _PublishIn(BaseModel):
     sourceID: SourceID
     data: JsonValue
     category: str = DEFAULT_CATEGORY
+
+    @field_validator("sourceID")
+    @classmethod
+    def _source_id(cls, value: str) -> str:
+        return _check_text(value)
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, value: JsonValue) -> JsonValue:
+        check_json(value)
+        return value
 
     @field_validator("id")
     @classmethod
@@ -103,7 +146,7 @@ def _encode_data(data: JsonValue) -> str:
         raise ApiError(422, f"data: cannot be stored ({exc})") from None
 
 
-def items_for(body: _PublishIn, destinations: list[str]) -> list[NewNotification]:
+def items_for(body: _PublishIn, destinations: list[str], publisher: str) -> list[NewNotification]:
     event_id = body.id or str(uuid.uuid4())
     data_json = _encode_data(body.data)
     return [
@@ -114,59 +157,92 @@ def items_for(body: _PublishIn, destinations: list[str]) -> list[NewNotification
             body.category,
             data_json,
             check_duplicate=body.id is not None,
+            publisher_id=publisher,
         )
         for destination in destinations
     ]
+
+
+def admit(
+    budget: PublishBudget, max_bytes: int, publisher: str, items: list[NewNotification]
+) -> None:
+    """Charge the publisher for the rows and bytes a publish stores (413 or 429 when over)."""
+    # The items of one publish share their data: its size times the rows is what is stored.
+    stored = len(items[0].data_json.encode()) * len(items) if items else 0
+    if stored > max_bytes:
+        raise ApiError(
+            413, f"this publish would store {stored} bytes of data, more than {max_bytes}"
+        )
+    wait = budget.take(publisher, len(items), stored)
+    if wait > 0:
+        raise ApiError(429, "publish rate limit exceeded", {"Retry-After": retry_after(wait)})
+
+
+def conflict(exc: EventConflict) -> ApiError:
+    """The 409 for an event id this publisher already used for other content."""
+    return ApiError(
+        409,
+        f"event id {exc.event_id!r} was already published with different content; "
+        "use a new id for a new notification",
+    )
 
 
 def _answer(note: Notification) -> Published:
     return Published(notificationID=note.id, eventID=note.event_id)
 
 
-async def _rate_limited(request: Request, principal: Publisher) -> PublishStats:
-    """The publisher's metrics, once it is within its rate limit (429 with Retry-After)."""
-    # A publish request costs one token whatever its size: a broadcast's size is bounded by
-    # MERCURIO_MAX_DESTINATIONS, and it is one transaction however many rows it writes.
-    wait = request.app.state.publish_limiter.take(principal.user_id)
-    if wait > 0:
-        raise ApiError(429, "publish rate limit exceeded", {"Retry-After": retry_after(wait)})
-    stats: PublishStats = request.app.state.metrics.publishes
-    return stats
+@dataclass(frozen=True, slots=True)
+class _Publishing:
+    node: Node
+    stats: PublishStats
+    budget: PublishBudget
+    publisher: str
 
 
-Counted = Annotated[PublishStats, Depends(_rate_limited)]
+async def _publishing(request: Request, node: NodeDep, principal: Publisher) -> _Publishing:
+    """What a publish route needs: the node, its metrics, the publisher and its budget."""
+    state = request.app.state
+    return _Publishing(node, state.metrics.publishes, state.publish_budget, principal.user_id)
+
+
+Publishing = Annotated[_Publishing, Depends(_publishing)]
 
 
 async def _publish(
-    node: Node, stats: PublishStats, kind: str, items: list[NewNotification]
+    ctx: _Publishing, kind: str, body: _PublishIn, destinations: list[str]
 ) -> list[Notification]:
+    items = items_for(body, destinations, ctx.publisher)
+    admit(ctx.budget, ctx.node.settings.publish_max_bytes_per_request, ctx.publisher, items)
     started = time.perf_counter()
-    stored = await node.publish(items)
-    stats.record(kind, len(stored), time.perf_counter() - started)
+    try:
+        stored = await ctx.node.publish(items)
+    except EventConflict as exc:
+        raise conflict(exc) from None
+    ctx.stats.record(kind, len(stored), time.perf_counter() - started)
     return stored
 
 
 @router.post("/unicast", response_model=Published)
-async def unicast(body: UnicastIn, node: NodeDep, stats: Counted) -> Published:
+async def unicast(body: UnicastIn, ctx: Publishing) -> Published:
     """Notify one client."""
-    stored = await _publish(node, stats, "unicast", items_for(body, [body.destinationID]))
+    stored = await _publish(ctx, "unicast", body, [body.destinationID])
     return _answer(stored[0])
 
 
 @router.post("/broadcast", response_model=list[Published])
-async def broadcast(body: BroadcastIn, node: NodeDep, stats: Counted) -> Response:
+async def broadcast(body: BroadcastIn, ctx: Publishing) -> Response:
     """Notify many clients (one notification each, one transaction); ["*"] is everyone."""
-    limit = node.settings.max_destinations
+    limit = ctx.node.settings.max_destinations
     if len(body.destinations) > limit:
         raise ApiError(422, f"destinations: at most {limit} per broadcast")
-    stored = await _publish(node, stats, "broadcast", items_for(body, body.destinations))
+    stored = await _publish(ctx, "broadcast", body, body.destinations)
     # Up to 10,000 answers: encoded straight to JSON, not validated as models one by one.
     answer = [{"notificationID": note.id, "eventID": note.event_id} for note in stored]
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.post("/announce", response_model=Published)
-async def announce(body: AnnounceIn, node: NodeDep, stats: Counted) -> Published:
+async def announce(body: AnnounceIn, ctx: Publishing) -> Published:
     """Notify every user, present and future, with one stored notification."""
-    stored = await _publish(node, stats, "announce", items_for(body, [ANNOUNCEMENT]))
+    stored = await _publish(ctx, "announce", body, [ANNOUNCEMENT])
     return _answer(stored[0])

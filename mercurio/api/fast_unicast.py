@@ -16,12 +16,12 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercurio.api.errors import ApiError, send_error
-from mercurio.api.events import UnicastIn, items_for
+from mercurio.api.events import UnicastIn, admit, conflict, items_for
 from mercurio.auth import AuthError, bearer_token
-from mercurio.limits import RateLimiter, retry_after
+from mercurio.limits import PublishBudget
 from mercurio.metrics import PublishStats
 from mercurio.node import Node
-from mercurio.store import StoreUnavailable
+from mercurio.store import EventConflict, StoreUnavailable
 
 PATH = "/api/events/unicast"
 JSON = (b"content-type", b"application/json")
@@ -31,11 +31,11 @@ class FastUnicast:
     """Serves valid unicasts from publishers directly; hands everything else on."""
 
     def __init__(
-        self, app: ASGIApp, node: Node, limiter: RateLimiter, stats: PublishStats
+        self, app: ASGIApp, node: Node, budget: PublishBudget, stats: PublishStats
     ) -> None:
         self.app = app
         self.node = node
-        self.limiter = limiter
+        self.budget = budget
         self.stats = stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,25 +65,30 @@ class FastUnicast:
             return None
 
     async def _publish(self, request: UnicastIn, publisher: str, send: Send) -> None:
-        wait = self.limiter.take(publisher)
-        if wait > 0:
-            headers = [(b"retry-after", retry_after(wait).encode())]
-            await send_error(send, 429, "publish rate limit exceeded", headers)
-            return
         started = time.perf_counter()
         try:
-            stored = await self.node.publish(items_for(request, [request.destinationID]))
+            items = items_for(request, [request.destinationID], publisher)
+            admit(self.budget, self.node.settings.publish_max_bytes_per_request, publisher, items)
+            stored = await self.node.publish(items)
         except StoreUnavailable:
             await send_error(send, 503, "store unavailable, retry later", [(b"retry-after", b"1")])
             return
+        except EventConflict as exc:
+            await _send_api_error(send, conflict(exc))
+            return
         except ApiError as exc:
-            await send_error(send, exc.status, exc.message)
+            await _send_api_error(send, exc)
             return
         self.stats.record("unicast", len(stored), time.perf_counter() - started)
         answer = orjson.dumps({"notificationID": stored[0].id, "eventID": stored[0].event_id})
         headers = [JSON, (b"content-length", str(len(answer)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
+
+
+async def _send_api_error(send: Send, exc: ApiError) -> None:
+    headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    await send_error(send, exc.status, exc.message, headers)
 
 
 def _replay(first: Message, receive: Receive) -> Receive:
