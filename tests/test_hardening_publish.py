@@ -101,6 +101,9 @@ async def test_a_nul_in_text_is_422_on_broadcast_and_announce(
         "/api/events/broadcast", json=bad_destination, headers=as_publisher("A")
     )
     assert answer.status_code == 422
+    bad_unicast = {"sourceID": "s", "data": 1, "destinationID": "u\u0000"}
+    answer = await client.post("/api/events/unicast", json=bad_unicast, headers=as_publisher("A"))
+    assert answer.status_code == 422 and set(answer.json()) == {"error"}
     assert await inbox(client, destination) == []
 
 

@@ -299,3 +299,38 @@ async def test_mark_all_read_over_thousands_of_announcements_is_one_statement(
     # Two statements each (own rows, announcements), whatever the backlog.
     writes = [sql for sql in statements if not sql.lstrip().upper().startswith("BEGIN")]
     assert len(writes) <= 4, writes
+
+
+async def test_a_database_from_before_publisher_ids_upgrades_with_its_rows(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    old = Store(url)
+    old._read_engine, old._write_engine = old._engines()
+
+    def to_0001(connection: sa.Connection) -> None:
+        config = Config()
+        migrations = Path(__file__).parent.parent / "mercurio" / "migrations"
+        config.set_main_option("script_location", str(migrations))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+
+    async with old._writer_engine().begin() as conn:
+        await conn.run_sync(to_0001)
+        await conn.execute(
+            sa.text(
+                "INSERT INTO notifications (event_id, source_id, client_id, category, data,"
+                " created_at) VALUES ('evt', 's', 'u', 'general', '\"old\"', CURRENT_TIMESTAMP)"
+            )
+        )
+    await old.close()
+    store = Store(url)
+    await store.start()
+    try:
+        assert [n.data_json for n in (await store.page("u")).notifications] == ['"old"']
+        new = await store.publish([by("A", "u", "evt", '"new"')])
+        assert [n.id for n in (await store.page("u")).notifications] == [new[0].id, 1]
+    finally:
+        await store.close()
