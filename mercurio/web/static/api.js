@@ -10,6 +10,30 @@ export class ApiError extends Error {
   }
 }
 
+/** The request never reached the server (offline, DNS, connection refused): worth retrying quietly. */
+export class NetworkError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'NetworkError';
+    this.network = true;
+  }
+}
+
+/** fetch(), with a failure to reach the server told apart from an answer that is an error. */
+async function send(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    if (err && err.name === 'AbortError') throw err;
+    throw new NetworkError(err && typeof err.message === 'string' ? err.message : 'network error');
+  }
+}
+
+/** The server's {"error": "..."} text, or the status when the body has none. */
+function errorMessage(data, status) {
+  return (data && typeof data === 'object' && typeof data.error === 'string' && data.error) || `HTTP ${status}`;
+}
+
 export class Auth {
   /**
    * @param {() => Promise<string>|null} renew  returns a fresh token, or null when the token
@@ -55,10 +79,10 @@ export async function fetchJSON(url, { method = 'GET', body, headers = {}, signa
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(url, init);
+  const response = await send(url, init);
   const data = await parseBody(response);
   if (!response.ok) {
-    const message = (data && typeof data === 'object' && data.error) || `HTTP ${response.status}`;
+    const message = errorMessage(data, response.status);
     throw new ApiError(response.status, message, data);
   }
   return data;
@@ -79,7 +103,7 @@ export class Api {
         init.headers['Content-Type'] = 'application/json';
         init.body = JSON.stringify(body);
       }
-      const response = await fetch(path, init);
+      const response = await send(path, init);
       if (response.status === 401 && attempt === 0 && this.auth.canRenew) {
         await this.auth.refresh();
         continue;
@@ -87,7 +111,7 @@ export class Api {
       const data = await parseBody(response);
       if (raw) return { status: response.status, ok: response.ok, data };
       if (!response.ok) {
-        const message = (data && typeof data === 'object' && data.error) || `HTTP ${response.status}`;
+        const message = errorMessage(data, response.status);
         throw new ApiError(response.status, message, data);
       }
       return data;

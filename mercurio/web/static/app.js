@@ -128,16 +128,39 @@ export function relativeTime(iso, now = Date.now()) {
   return date.toLocaleDateString(undefined, { month: 'short', day: 'numeric', ...(sameYear ? {} : { year: 'numeric' }) });
 }
 
-function describe(data) {
-  if (typeof data === 'string') return { title: '', text: data };
-  if (data && typeof data === 'object' && !Array.isArray(data)) {
-    const title = data.title ?? data.subject ?? data.heading;
-    const text = data.body ?? data.message ?? data.text ?? data.description;
-    if (title != null || text != null) {
-      return { title: title != null ? String(title) : '', text: text != null ? String(text) : '' };
-    }
+// A notification's data is whatever JSON a publisher sent, so turning it into text must never
+// throw: String() of {"toString": 1} (or of an array holding one) does, JSON.stringify does not.
+const MAX_TEXT = 5000; // a huge payload would only slow the page and the screen reader down
+
+function clip(text) {
+  return text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}…` : text;
+}
+
+export function safeText(value) {
+  if (value == null) return '';
+  if (typeof value === 'string') return clip(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  try {
+    return clip(JSON.stringify(value) ?? '');
+  } catch {
+    return '[data that cannot be shown]';
   }
-  return { title: '', text: JSON.stringify(data) };
+}
+
+/** The first of `names` the object has as its own non-null property (never an inherited one). */
+function field(data, names) {
+  for (const name of names) if (Object.hasOwn(data, name) && data[name] != null) return data[name];
+  return undefined;
+}
+
+export function describe(data) {
+  if (typeof data === 'string') return { title: '', text: clip(data) };
+  if (data && typeof data === 'object' && !Array.isArray(data)) {
+    const title = field(data, ['title', 'subject', 'heading']);
+    const text = field(data, ['body', 'message', 'text', 'description']);
+    if (title !== undefined || text !== undefined) return { title: safeText(title), text: safeText(text) };
+  }
+  return { title: '', text: data === null ? 'null' : safeText(data) };
 }
 
 function hue(category) {
@@ -152,8 +175,19 @@ function announce(text) {
   requestAnimationFrame(() => { ui.announcer.textContent = text; });
 }
 
-function showError(message) {
-  ui.error.textContent = message || '';
+let retryNow = null; // set while the boot loop waits: skips the rest of the wait
+
+function showError(message, { retry = false } = {}) {
+  ui.error.replaceChildren(message || '');
+  if (message && retry) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.id = 'inbox-retry';
+    button.className = 'btn btn-small';
+    button.textContent = 'Retry now';
+    button.addEventListener('click', () => { if (retryNow) retryNow(); });
+    ui.error.append(' ', button);
+  }
   ui.error.hidden = !message;
 }
 
@@ -161,9 +195,9 @@ function normalize(n) {
   return {
     notificationID: Number(n.notificationID),
     eventID: n.eventID,
-    sourceID: n.sourceID,
+    sourceID: typeof n.sourceID === 'string' ? n.sourceID : '',
     data: n.data,
-    category: n.category || 'general',
+    category: typeof n.category === 'string' && n.category ? n.category : 'general',
     createdAt: n.createdAt,
     readAt: n.readAt || null,
   };
@@ -183,7 +217,8 @@ function matchesFilter(n) {
 // ---------------------------------------------------------------------------------------------
 // connection indicator and badge
 
-const CONN_TEXT = { live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', offline: 'Offline' };
+const CONN_TEXT = { live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', offline: 'Offline', error: 'Error' };
+const CONN_TITLE = { live: 'Receiving notifications live', offline: 'Not connected', error: 'The server answered with an error' };
 
 let wasLive = false;
 
@@ -197,7 +232,7 @@ function setConn(s) {
   state.conn = s;
   ui.conn.dataset.state = s;
   ui.connText.textContent = CONN_TEXT[s] || s;
-  ui.conn.title = s === 'live' ? 'Receiving notifications live' : (s === 'offline' ? 'Not connected' : 'Trying to reach the server');
+  ui.conn.title = CONN_TITLE[s] || 'Trying to reach the server';
 }
 
 function setUnread(n) {
@@ -271,6 +306,28 @@ function renderItem(n) {
   return li;
 }
 
+/** Stand-in for an item renderItem() choked on: one bad item never hides the others. */
+function renderFallback(n, err) {
+  console.warn('mercurio: could not render notification', n.notificationID, err && err.message);
+  let li = nodes.get(n.notificationID);
+  if (!li) {
+    li = ui.template.content.firstElementChild.cloneNode(true);
+    li.dataset.id = String(n.notificationID);
+    nodes.set(n.notificationID, li);
+  }
+  $('.item-title', li).hidden = true;
+  $('.item-text', li).textContent = `Notification ${n.notificationID} could not be shown.`;
+  return li;
+}
+
+function renderSafely(n) {
+  try {
+    return renderItem(n);
+  } catch (err) {
+    return renderFallback(n, err);
+  }
+}
+
 function syncList() {
   const ordered = [...state.items.values()].sort((a, b) => b.notificationID - a.notificationID);
   const keep = new Set(ordered.map((n) => n.notificationID));
@@ -283,7 +340,7 @@ function syncList() {
   }
   let cursor = ui.list.firstElementChild;
   for (const n of ordered) {
-    const li = renderItem(n);
+    const li = renderSafely(n);
     if (li !== cursor) ui.list.insertBefore(li, cursor);
     else cursor = cursor.nextElementSibling;
   }
@@ -381,10 +438,15 @@ async function loadPrefs() {
 // stream events (from our own stream when leader, relayed by the leader otherwise)
 
 function handleStreamEvent(type, data) {
-  if (type === 'message') onNotification(data);
-  else if (type === 'read-state') onReadState(data);
-  else if (type === 'reset') onReset();
-  // 'token-expired' is handled by the stream itself (new token, resume with lastEventId)
+  // one odd event must neither stop the stream nor keep it from the other tabs
+  try {
+    if (type === 'message') onNotification(data);
+    else if (type === 'read-state') onReadState(data);
+    else if (type === 'reset') onReset();
+    // 'token-expired' is handled by the stream itself (new token, resume with lastEventId)
+  } catch (err) {
+    console.warn('mercurio: could not handle a stream event', type, err && err.message);
+  }
 }
 
 function onNotification(raw) {
@@ -763,18 +825,43 @@ async function boot() {
     setConn('offline');
     return;
   }
-  // The first load gives the stream its cursor; retry it with backoff until the server answers.
+  await loadUntilItWorks();
+  startStreaming();
+}
+
+/** The first load gives the stream its cursor: retry it, backing off, until it works. */
+async function loadUntilItWorks() {
   for (let attempt = 0; ; attempt++) {
     try {
       await Promise.all([loadList(), loadCount(), loadPrefs()]);
       await loadHead();
-      break;
+      return;
     } catch (err) {
-      setConn(navigator.onLine === false ? 'offline' : 'reconnecting');
-      await new Promise((r) => setTimeout(r, backoffDelay(attempt)));
+      const delay = backoffDelay(attempt);
+      reportLoadFailure(err, delay);
+      await waitOrRetry(delay);
     }
   }
-  startStreaming();
+}
+
+function reportLoadFailure(err, delay) {
+  if (navigator.onLine === false || (err && err.network)) {
+    // the server is away (restart, network): the stream-like "Reconnecting…" is the truth
+    setConn(navigator.onLine === false ? 'offline' : 'reconnecting');
+    return;
+  }
+  // the server answered with an error (or the app broke): say so, instead of "Reconnecting…"
+  setConn('error');
+  const reason = err && typeof err.message === 'string' ? err.message : 'unknown error';
+  showError(`Could not load notifications: ${reason}. Retrying in ${Math.ceil(delay / 1000)} s.`, { retry: true });
+}
+
+function waitOrRetry(delay) {
+  return new Promise((resolve) => {
+    const done = () => { clearTimeout(timer); retryNow = null; resolve(); };
+    const timer = setTimeout(done, delay);
+    retryNow = done;
+  });
 }
 
 window.__mercurio = Object.freeze({

@@ -146,7 +146,12 @@ export class StreamConnection {
         return;
       }
     }
-    this.onEvent(type, data, id || null);
+    try {
+      this.onEvent(type, data, id || null);
+    } catch (err) {
+      // a handler bug must not look like a broken connection (the fetch transport would reconnect)
+      console.warn('mercurio: a stream event handler failed', type, err && err.message);
+    }
     if (type === 'token-expired') this._tokenExpired(gen);
   }
 
