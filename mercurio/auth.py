@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
 
-from mercurio.config import Settings
+from mercurio.config import ConfigError, Settings
 
 TICKET_TYPE = "mercurio-stream-ticket"
+TICKET_SECRET_FILE = ".mercurio-ticket-secret"
 VERIFIED_CACHE_SIZE = 10_000
 
 
@@ -87,10 +92,8 @@ class Authenticator:
         self._publishers = settings.publisher_ids
         self._ticket_ttl = settings.ticket_ttl
         self._can_sign = settings.uses_hmac
-        # Tickets are signed with a key derived from the configured one, so every node of a
-        # cluster sharing that key accepts the others' tickets and a ticket is never a JWT.
-        seed = settings.key_text().encode()
-        self._ticket_key = hmac.new(seed, b"mercurio stream tickets", hashlib.sha256).digest()
+        self._settings = settings
+        self._ticket_secret: bytes | None = None
         # Publishers send the same token with every request; checking its signature and
         # claims once per token, not per request, halves the CPU of a publish. Only tokens
         # that passed are kept, each until its own exp, and the whole cache is bounded.
@@ -140,6 +143,13 @@ class Authenticator:
         exp = claims.get("exp")
         return Principal(user, publisher, float(exp) if isinstance(exp, int | float) else None)
 
+    @property
+    def _ticket_key(self) -> bytes:
+        # Read on first use: a node that never mints a ticket never writes a secret file.
+        if self._ticket_secret is None:
+            self._ticket_secret = ticket_key(self._settings)
+        return self._ticket_secret
+
     def mint_ticket(self, principal: Principal, client_id: str) -> tuple[str, int]:
         """A single-use stream ticket for client_id, and its lifetime in seconds."""
         now = int(time.time())
@@ -160,21 +170,23 @@ class Authenticator:
         if len(ticket) > 2048:
             raise AuthError(401, "stream ticket is invalid")
         try:
-            claims = jwt.decode(ticket, self._ticket_key, algorithms=["HS256"])
+            claims = jwt.decode(
+                ticket,
+                self._ticket_key,
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub", "jti"]},
+            )
         except jwt.ExpiredSignatureError:
             raise AuthError(401, "stream ticket expired") from None
         except jwt.PyJWTError:
             raise AuthError(401, "stream ticket is invalid") from None
-        if claims.get("typ") != TICKET_TYPE or not isinstance(claims.get("jti"), str):
+        if not _ticket_shaped(claims):
+            # Signed by us but not as mint_ticket writes them: refuse, never a 500.
             raise AuthError(401, "stream ticket is invalid")
         if claims.get("cid") != client_id:
             raise AuthError(403, "stream ticket is for another client")
         texp = claims.get("texp")
-        principal = Principal(
-            str(claims["sub"]),
-            bool(claims.get("pub")),
-            float(texp) if isinstance(texp, int | float) else None,
-        )
+        principal = Principal(claims["sub"], claims.get("pub") is True, _number(texp))
         return Ticket(claims["jti"], client_id, float(claims["exp"]), principal)
 
     def mint_token(self, user_id: str, *, publisher: bool = False, ttl: float | None = 3600) -> str:
@@ -191,6 +203,83 @@ class Authenticator:
         if self._audience:
             claims["aud"] = self._audience
         return jwt.encode(claims, self._key, algorithm=self._algorithms[0])
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _ticket_shaped(claims: dict[str, Any]) -> bool:
+    """The claims have the types mint_ticket gives them."""
+    sub, jti, cid = claims.get("sub"), claims.get("jti"), claims.get("cid")
+    return (
+        claims.get("typ") == TICKET_TYPE
+        and isinstance(sub, str)
+        and bool(sub)
+        and isinstance(jti, str)
+        and bool(jti)
+        and isinstance(cid, str)
+        and _number(claims.get("exp")) is not None
+        and ("texp" not in claims or _number(claims["texp"]) is not None)
+    )
+
+
+def ticket_key(settings: Settings) -> bytes:
+    """The HMAC key of stream tickets; never derived from a public key."""
+    if settings.ticket_secret:
+        seed = settings.ticket_secret.encode()
+    elif settings.uses_hmac:
+        # The HMAC JWT key is secret and shared by the whole cluster: tickets may lean on it.
+        seed = settings.key_text().encode()
+    else:
+        # Public JWT key outside production (config refuses production without a secret).
+        seed = _stored_secret(ticket_secret_path(settings))
+    return hmac.new(seed, b"mercurio stream tickets", hashlib.sha256).digest()
+
+
+def ticket_secret_path(settings: Settings) -> Path:
+    """Beside the SQLite database, so development nodes sharing it share tickets too."""
+    from sqlalchemy.engine import make_url
+
+    from mercurio.store import database_url
+
+    url = make_url(database_url(settings.db_conn))
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / TICKET_SECRET_FILE
+    return Path(settings.env_dir).resolve() / TICKET_SECRET_FILE
+
+
+def _stored_secret(path: Path) -> bytes:
+    """The secret kept in path, made once; concurrent starters all end up with the first one."""
+    if not path.is_file() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{path.name}.{uuid.uuid4().hex}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(draft, path)  # atomic, and refuses to replace another node's secret
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    secret = path.read_text().strip()
+    if not secret:
+        raise ConfigError(f"MERCURIO_TICKET_SECRET: unset and {str(path)!r} is empty; delete it")
+    return secret.encode()
+
+
+def single_authorization(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The one Authorization header of raw ASGI headers; two are refused, not picked from."""
+    found: str | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                raise AuthError(400, "send one Authorization header, not several")
+            found = value.decode("latin-1")
+    return found
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     auth_audience: str = ""
     publishers: CommaList | None = None
     ticket_ttl: int = Field(default=60, ge=5, le=600)
+    # Signs stream tickets. A public JWT key cannot: anyone holding it could mint tickets.
+    ticket_secret: str = Field(default="", repr=False)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -88,6 +90,7 @@ class Settings(BaseSettings):
     publish_byte_rate: float = Field(default=16 * 1024 * 1024, ge=0, le=1 << 40)  # 0: no limit
     publish_byte_burst: int = Field(default=64 * 1024 * 1024, ge=1024, le=1 << 40)
     metrics_token: str = Field(default="", repr=False)
+    docs: bool | None = None  # /docs, /redoc, /openapi.json; default: on outside production
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] | None = None
@@ -133,6 +136,14 @@ class Settings(BaseSettings):
             raise ValueError("MERCURIO_METRICS_TOKEN: must not contain spaces")
         return value
 
+    @field_validator("ticket_secret")
+    @classmethod
+    def _ticket_secret_shape(cls, value: str) -> str:
+        # A signing secret, never echoed back: the error must not quote it.
+        if value and not (32 <= len(value) <= 512 and value.isascii() and value.isprintable()):
+            raise ValueError("MERCURIO_TICKET_SECRET: use 32-512 printable ASCII characters")
+        return value
+
     @field_validator("nid")
     @classmethod
     def _nid_shape(cls, value: str) -> str:
@@ -161,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def node_id(self) -> str:
         return self.nid or f"{socket.gethostname()}-{self.http_port}"
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.docs if self.docs is not None else self.env != "production"
 
     @property
     def log_as_json(self) -> bool:
@@ -281,6 +296,11 @@ def _check_keys(settings: Settings) -> None:
         )
     if not settings.uses_hmac and "BEGIN" not in key:
         raise ConfigError("MERCURIO_AUTH_PK_TEXT: public-key algorithms need a PEM public key")
+    if settings.env == "production" and not settings.uses_hmac and not settings.ticket_secret:
+        raise ConfigError(
+            "MERCURIO_TICKET_SECRET: required in production with a public-key JWT algorithm; "
+            "set 32+ random characters, the same on every node"
+        )
 
 
 def _check_tls(settings: Settings) -> None:

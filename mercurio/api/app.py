@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -16,6 +17,7 @@ from mercurio.api import dev, events, notifications, ops, stream
 from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers, send_error
 from mercurio.api.fast_unicast import FastUnicast
 from mercurio.api.middleware import RequestContext, routes_of
+from mercurio.auth import AuthError, single_authorization
 from mercurio.config import Settings
 from mercurio.limits import PublishBudget, RateLimiter
 from mercurio.metrics import Metrics
@@ -85,6 +87,54 @@ def _json_by_default(scope: Scope) -> Scope:
     return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
+class OneAuthorization:
+    """Two Authorization headers get the same 400 on every route, the stream included.
+
+    Each parser would otherwise pick its own: the first, the last, or the two joined.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                single_authorization(scope["headers"])
+            except AuthError as exc:
+                await send_error(send, exc.status, exc.message)
+                return
+        await self.app(scope, receive, send)
+
+
+class RelativeRedirects:
+    """Every redirect names a path only: Starlette builds its from the client's Host header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_relative(message: Message) -> None:
+            if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+                headers = [_relative(k, v) for k, v in message.get("headers", [])]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_relative)
+
+
+def _relative(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    if name.lower() != b"location":
+        return name, value
+    parts = urlsplit(value.decode("latin-1"))
+    # One leading slash: "//evil.example/", or a backslash browsers read as one, leaves the site.
+    path = "/" + parts.path.lstrip("/\\")
+    return name, urlunsplit(("", "", path, parts.query, parts.fragment)).encode("latin-1")
+
+
 class Mercurio:
     """Routes the stream to its lean endpoint and everything else to FastAPI."""
 
@@ -112,12 +162,16 @@ def build_rest_app(node: Node) -> FastAPI:
         finally:
             await node.stop()
 
+    docs = node.settings.docs_enabled  # off in production unless MERCURIO_DOCS is on
     app = FastAPI(
         title="Mercurio",
         version="0.1.0",
         summary="Notifications over server-sent events, with an inbox.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.node = node
     app.state.metrics = Metrics(node)
@@ -155,8 +209,10 @@ def create_app(settings: Settings) -> ASGIApp:
     """The whole service as one ASGI application."""
     node = Node(settings)
     rest = build_rest_app(node)
-    fast = FastUnicast(rest, node, rest.state.publish_budget, rest.state.metrics.publishes)
-    app: ASGIApp = Mercurio(node, BodyLimit(fast, settings.max_body_bytes))
+    fast = FastUnicast(
+        RelativeRedirects(rest), node, rest.state.publish_budget, rest.state.metrics.publishes
+    )
+    app: ASGIApp = OneAuthorization(Mercurio(node, BodyLimit(fast, settings.max_body_bytes)))
     if settings.cors_allowed_origins:
         app = CORSMiddleware(
             app,

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercurio.api.errors import ApiError, send_error
 from mercurio.api.events import UnicastIn, admit, conflict, items_for
-from mercurio.auth import AuthError, bearer_token
+from mercurio.auth import AuthError, bearer_token, single_authorization
 from mercurio.limits import PublishBudget
 from mercurio.metrics import PublishStats
 from mercurio.node import Node
@@ -51,12 +51,9 @@ class FastUnicast:
         await self._publish(request[0], request[1], send)
 
     def _accept(self, scope: Scope, body: bytes) -> tuple[UnicastIn, str] | None:
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
         try:
-            token = bearer_token(authorization)
+            # Two Authorization headers go on to the framework, which refuses them.
+            token = bearer_token(single_authorization(scope["headers"]))
             principal = self.node.auth.verify(token) if token else None
             if principal is None or not principal.is_publisher:
                 return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
@@ -17,7 +18,8 @@ from mercurio.store import StoreUnavailable
 
 router = APIRouter(tags=["meta"])
 
-LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+# A proxy on the same host makes every peer loopback: with these, the caller is unknown.
+PROXY_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
 PING_TIMEOUT = 2.0
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -54,14 +56,17 @@ async def readyz(node: NodeDep) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, node: NodeDep) -> Response:
-    """Prometheus metrics: a bearer key when MERCURIO_METRICS_TOKEN is set, else loopback only."""
+    """Prometheus metrics: a bearer key when MERCURIO_METRICS_TOKEN is set, else loopback only.
+
+    Loopback means a 127.0.0.0/8 or ::1 peer that did not come through a proxy.
+    """
     expected = node.settings.metrics_token
     if expected:
         given = _bearer(request.headers.get("authorization"))
         if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
             challenge = {"WWW-Authenticate": "Bearer"}
             raise ApiError(401, "metrics need the metrics bearer key", challenge)
-    elif _client_host(request.scope) not in LOOPBACK:
+    elif _proxied(request.scope) or not _loopback(_client_host(request.scope)):
         raise ApiError(403, "metrics are served to loopback clients only")
     registry: Metrics = request.app.state.metrics
     return Response(registry.render(), media_type=CONTENT_TYPE, headers=NO_STORE)
@@ -72,6 +77,20 @@ def _bearer(header: str | None) -> str | None:
         return bearer_token(header)
     except AuthError:
         return None
+
+
+def _proxied(scope: Scope) -> bool:
+    return any(name in PROXY_HEADERS for name, _ in scope["headers"])
+
+
+def _loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _client_host(scope: Scope) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
 
 import structlog
@@ -17,7 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mercurio import sse
 from mercurio.api.errors import send_error
-from mercurio.auth import AuthError, Principal, bearer_token
+from mercurio.auth import AuthError, Principal, bearer_token, single_authorization
 from mercurio.hub import CONTROL, Hub, Subscription
 from mercurio.limits import retry_after
 from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN
@@ -106,6 +105,11 @@ async def _accept(node: Node, scope: Scope, client_id: str) -> StreamRequest:
         raise StreamRefused(400, "clientID is not a valid client id")
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    # The dict keeps the last of repeated headers; Authorization must be one, not picked.
+    headers["authorization"] = single_authorization(scope["headers"]) or ""
+    headers["cookie"] = "; ".join(
+        v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"
+    )
     principal = await _authenticate(node, client_id, query, headers)
     if principal.user_id != client_id:
         raise StreamRefused(403, "this token may not open another client's stream")
@@ -143,14 +147,15 @@ async def _authenticate(
 
 
 def _cookie(header: str | None) -> str | None:
-    if not header:
-        return None
-    try:
-        jar = SimpleCookie(header)
-    except CookieError:
-        return None
-    morsel = jar.get(COOKIE_NAME)
-    return morsel.value if morsel is not None and morsel.value else None
+    """The mercurio_token cookie; unlike SimpleCookie, one bad cookie does not hide it."""
+    for pair in (header or "").split(";"):
+        name, sep, value = pair.partition("=")
+        if sep and name.strip() == COOKIE_NAME:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value or None
+    return None
 
 
 def _last_event_id(raw: str | None) -> int | None:
