@@ -51,6 +51,7 @@ def serve(
     from mercurio.logs import configure_logging
 
     configure_logging(settings)
+    _ready_to_serve(settings)
     if reload:
         import uvicorn
 
@@ -70,6 +71,23 @@ def serve(
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+def _ready_to_serve(settings: Settings) -> None:
+    """Refuse what only shows once serving (the bind, the database) before binding anything."""
+    import structlog
+
+    from mercurio.config import check_public_bind, startup_warnings
+    from mercurio.store import check_reachable
+
+    try:
+        check_public_bind(settings)
+        asyncio.run(check_reachable(settings.db_conn))
+    except ConfigError as exc:
+        typer.echo(f"mercurio: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for warning in startup_warnings(settings):
+        structlog.get_logger("mercurio.config").warning("config.unsafe", problem=warning)
 
 
 _TTL = re.compile(r"(\d+)([smhd]?)")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -21,8 +23,16 @@ DEVELOPMENT_KEY = "that-is-a-super-freaking-secret-key"
 
 HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
 PUBLIC_KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "EdDSA"}
+# A shorter secret can be brute-forced from one token (RFC 7518 3.2: the hash's size).
+MIN_HMAC_KEY_BYTES = 32
+PUBLIC_KEY_UNSCOPED = (
+    "MERCURIO_AUTH_AUDIENCE: with a public key set it or MERCURIO_AUTH_ISSUER, else a token "
+    "the key's owner signed for any other service is accepted here"
+)
 
 CommaList = Annotated[list[str], NoDecode]
+# `CommaList | None` would lose NoDecode, so "666" would be read as JSON: a number, no list.
+OptionalCommaList = Annotated[list[str] | None, NoDecode]
 
 
 class ConfigError(Exception):
@@ -50,17 +60,18 @@ class Settings(BaseSettings):
     auth_algorithms: CommaList = Field(default_factory=lambda: ["HS256"])
     auth_issuer: str = ""
     auth_audience: str = ""
-    publishers: CommaList | None = None
+    publishers: OptionalCommaList = None
     ticket_ttl: int = Field(default=60, ge=5, le=600)
     # Signs stream tickets. A public JWT key cannot: anyone holding it could mint tickets.
     ticket_secret: str = Field(default="", repr=False)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    allow_public_dev: bool = False  # listen beyond loopback outside production
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     shutdown_grace: float = Field(default=10.0, ge=1, le=3600)
-    cors_allowed_origins: CommaList = Field(default_factory=list)
+    cors_allowed_origins: OptionalCommaList = None  # default: any origin outside production
     cors_allowed_headers: CommaList = Field(
         default_factory=lambda: ["Authorization", "Content-Type", "Last-Event-ID"]
     )
@@ -170,6 +181,13 @@ class Settings(BaseSettings):
         return frozenset() if self.env == "production" else frozenset({"666"})
 
     @property
+    def cors_origins(self) -> list[str]:
+        # Outside production any origin, without credentials, as the prototype's dev settings.
+        if self.cors_allowed_origins is not None:
+            return self.cors_allowed_origins
+        return [] if self.env == "production" else ["*"]
+
+    @property
     def node_id(self) -> str:
         return self.nid or f"{socket.gethostname()}-{self.http_port}"
 
@@ -245,10 +263,11 @@ def _first_error(exc: ValidationError) -> str:
 def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Read settings from the environment and the .env files; raise ConfigError on a bad one."""
     source = os.environ if environ is None else environ
-    env = source.get("MERCURIO_ENV", "development")
+    env_dir = source.get("MERCURIO_ENV_DIR", ".")
+    env = environment_name(source, env_dir)
     if env not in ("development", "test", "production"):
         raise ConfigError(f"MERCURIO_ENV: must be development, test or production (got {env!r})")
-    env_dir = source.get("MERCURIO_ENV_DIR", ".")
+    overrides = {"env": env, **overrides}
     # pydantic-settings lets later files win, the prototype lets earlier ones win.
     files = tuple(str(p) for p in reversed(env_files(env, env_dir)) if p.is_file())
     try:
@@ -261,7 +280,23 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         raise ConfigError(_first_error(exc)) from None
     _check_keys(settings)
     _check_tls(settings)
+    _check_database(settings.db_conn)
     return settings
+
+
+def environment_name(source: Mapping[str, str], env_dir: str) -> str:
+    """MERCURIO_ENV from the real environment, else `.env.local`, else `.env`.
+
+    It picks which `.env.{env}` files to read, so it cannot come from those.
+    """
+    if "MERCURIO_ENV" in source:
+        return source["MERCURIO_ENV"]
+    for name in (".env.local", ".env"):
+        path = Path(env_dir) / name
+        value = dotenv_values(path).get("MERCURIO_ENV") if path.is_file() else None
+        if value:
+            return value
+    return "development"
 
 
 def _build(files: tuple[str, ...], overrides: dict[str, Any]) -> Settings:
@@ -300,6 +335,72 @@ def _check_keys(settings: Settings) -> None:
         raise ConfigError(
             "MERCURIO_TICKET_SECRET: required in production with a public-key JWT algorithm; "
             "set 32+ random characters, the same on every node"
+        )
+    _check_production_keys(settings, key)
+
+
+def _check_production_keys(settings: Settings, key: str) -> None:
+    """Production refuses guessable HMAC keys and public keys that accept any issuer's tokens."""
+    if settings.env != "production":
+        return
+    name = "MERCURIO_AUTH_PK_TEXT" if settings.auth_pk_text else "MERCURIO_AUTH_PK_PATH"
+    if settings.uses_hmac and len(key.encode()) < MIN_HMAC_KEY_BYTES:
+        raise ConfigError(
+            f"{name}: an HMAC key needs at least {MIN_HMAC_KEY_BYTES} bytes in production"
+        )
+    if not settings.uses_hmac and not (settings.auth_audience or settings.auth_issuer):
+        raise ConfigError(PUBLIC_KEY_UNSCOPED)
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What production would refuse but development only warns about."""
+    if settings.env != "production" and not settings.uses_hmac:
+        if not (settings.auth_audience or settings.auth_issuer):
+            return [PUBLIC_KEY_UNSCOPED]
+    return []
+
+
+def check_public_bind(settings: Settings) -> None:
+    """Outside production the development key and /api/dev/token are open: loopback only."""
+    if settings.env == "production" or settings.allow_public_dev:
+        return
+    if not _is_loopback(settings.http_host):
+        raise ConfigError(
+            f"MERCURIO_HTTP_HOST: refusing {settings.http_host!r} in {settings.env}, where "
+            "anyone may mint tokens; bind 127.0.0.1, or set MERCURIO_ALLOW_PUBLIC_DEV=true"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _check_database(conn: str) -> None:
+    """A URL the store can open: a known scheme; for SQLite a file in an existing folder."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from mercurio.store import database_url
+
+    try:
+        url = make_url(database_url(conn))
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"MERCURIO_DB_CONN: not a database URL {redact_url(conn)!r}") from None
+    if url.get_backend_name() != "sqlite":
+        return
+    path = url.database or ""
+    if path in ("", ":memory:") or url.query.get("mode") == "memory":
+        # Each of the store's connections would get its own empty database.
+        raise ConfigError("MERCURIO_DB_CONN: an in-memory SQLite database; name a file")
+    if not Path(path).parent.is_dir():
+        # A typo in the path must not start a fresh, empty database somewhere else.
+        raise ConfigError(
+            f"MERCURIO_DB_CONN: no such folder {str(Path(path).parent)!r} for the SQLite file"
         )
 
 

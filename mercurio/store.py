@@ -739,3 +739,29 @@ async def upgrade_database(conn: str) -> None:
         await store.migrate()
     finally:
         await store.close()
+
+
+async def check_reachable(conn: str, timeout: float = 10.0) -> None:
+    """Connect once before serving, so an unreachable database is one line, not a traceback."""
+    engine = create_async_engine(database_url(conn), poolclass=sa.NullPool)
+
+    async def select_one() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(select_one(), timeout)
+    except TimeoutError:
+        raise ConfigError(f"MERCURIO_DB_CONN: no answer from {redact_url(conn)!r}") from None
+    except Exception as exc:  # whatever the driver raises, the cause is this one setting
+        raise ConfigError(
+            f"MERCURIO_DB_CONN: cannot use {redact_url(conn)!r}: {_reason(exc)}"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    lines = str(cause).strip().splitlines()
+    return lines[0][:200] if lines else type(cause).__name__

@@ -70,7 +70,7 @@ def test_a_wrong_setting_is_named(environ: dict[str, str], named: str) -> None:
 def test_production_refuses_the_development_key() -> None:
     with pytest.raises(ConfigError, match="development key"):
         load_settings({"MERCURIO_ENV": "production"})
-    settings = load_settings({"MERCURIO_ENV": "production", "MERCURIO_AUTH_PK_TEXT": "s3cret"})
+    settings = load_settings({"MERCURIO_ENV": "production", "MERCURIO_AUTH_PK_TEXT": "s" * 32})
     assert settings.publisher_ids == frozenset()
     assert settings.log_as_json
 

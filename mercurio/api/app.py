@@ -213,13 +213,15 @@ def create_app(settings: Settings) -> ASGIApp:
         RelativeRedirects(rest), node, rest.state.publish_budget, rest.state.metrics.publishes
     )
     app: ASGIApp = OneAuthorization(Mercurio(node, BodyLimit(fast, settings.max_body_bytes)))
-    if settings.cors_allowed_origins:
+    origins = settings.cors_origins
+    if origins:
         app = CORSMiddleware(
             app,
-            allow_origins=settings.cors_allowed_origins,
+            allow_origins=origins,
             allow_methods=settings.cors_allowed_methods,
             allow_headers=settings.cors_allowed_headers,
-            allow_credentials="*" not in settings.cors_allowed_origins,
+            # Any origin never with credentials: every site could then act as the user.
+            allow_credentials="*" not in origins,
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     # Outermost, so that every answer (CORS preflights, 413s, streams) is logged and tagged.
