@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mercurio.auth import ticket_key
 from mercurio.config import DEVELOPMENT_KEY, ConfigError, load_settings
 from tests.conftest import PUBLISHER, ROOT, ServerProcess, bearer, make_token, new_client_id
 from tests.streams import open_stream
@@ -368,3 +370,15 @@ def test_ticket_secret_is_never_echoed_in_its_error() -> None:
         load_settings({"MERCURIO_TICKET_SECRET": short})
     assert str(caught.value).startswith("MERCURIO_TICKET_SECRET:")
     assert short not in str(caught.value)
+
+
+def test_nodes_starting_together_agree_on_the_generated_ticket_secret(
+    tmp_path: Path, rs_keys: tuple[Any, str]
+) -> None:
+    env = {**rs_env(rs_keys[1]), "MERCURIO_DB_CONN": f"sqlite:///{tmp_path}/mercurio.db"}
+    settings = load_settings({"MERCURIO_ENV": "test", **env})
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: ticket_key(settings), range(32)))
+    assert len(keys) == 1
+    assert keys != {derived(rs_keys[1])}
+    assert [p.name for p in tmp_path.iterdir()] == [".mercurio-ticket-secret"]
