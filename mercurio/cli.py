@@ -127,10 +127,11 @@ def token(
 def db_upgrade() -> None:
     """Bring the database schema to the newest migration."""
     from mercurio.config import redact_url
-    from mercurio.store import upgrade_database
+    from mercurio.store import check_reachable, upgrade_database
 
     settings = _settings()
     try:
+        asyncio.run(check_reachable(settings.db_conn))
         asyncio.run(upgrade_database(settings.db_conn))
     except ConfigError as exc:
         typer.echo(f"mercurio: configuration error: {exc}", err=True)

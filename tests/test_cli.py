@@ -53,6 +53,15 @@ def test_db_upgrade_with_a_bad_url_names_the_setting() -> None:
     assert "MERCURIO_DB_CONN" in result.stderr and "pw" not in result.stderr
 
 
+def test_db_upgrade_against_an_unreachable_database_is_one_line_not_a_traceback() -> None:
+    conn = "postgresql://mercurio:pw@127.0.0.1:1/mercurio"
+    result = run("db", "upgrade", env={"MERCURIO_DB_CONN": conn})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MERCURIO_DB_CONN" in lines[0], result.stderr
+    assert "pw" not in result.stderr
+
+
 def test_help_lists_the_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
