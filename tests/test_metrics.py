@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -180,8 +181,9 @@ async def test_a_reader_that_stops_reading_is_counted_as_a_slow_disconnect(
     assert value(samples, "mercurio_open_streams") == 0
 
 
-async def test_each_app_has_its_own_registry() -> None:
-    settings = load_settings({"MERCURIO_ENV": "test", "MERCURIO_DB_CONN": "sqlite:///:memory:"})
+async def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/metrics.db"
+    settings = load_settings({"MERCURIO_ENV": "test", "MERCURIO_DB_CONN": db})
     first, second = create_app(settings), create_app(settings)
     for app in (first, second):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))

@@ -322,7 +322,7 @@ async def test_idempotent_publish_returns_the_existing_notification(
 ) -> None:
     client = new_client_id()
     first = await publish(api, client, "once", id="order-42-shipped")
-    second = await publish(api, client, "retry", id="order-42-shipped")
+    second = await publish(api, client, "once", id="order-42-shipped")
     assert first == second
     other = new_client_id()
     answer = await api.post(
@@ -332,10 +332,17 @@ async def test_idempotent_publish_returns_the_existing_notification(
             "id": "order-42-shipped",
             "sourceID": "s",
             "destinations": [client, other],
-            "data": "b",
+            "data": "once",
         },
     )
     assert answer.json()[0]["notificationID"] == first
+    assert answer.json()[1]["notificationID"] != first
+    changed = await api.post(
+        "/api/events/unicast",
+        headers=PUBLISHER,
+        json={"id": "order-42-shipped", "sourceID": "s", "destinationID": client, "data": "b"},
+    )
+    assert changed.status_code == 409
     listed = (await api.get(f"/api/clients/{client}/notifications", headers=bearer(client))).json()
     assert [n["data"] for n in listed["notifications"]] == ["once"]
 
