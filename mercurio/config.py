@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     shutdown_grace: float = Field(default=10.0, ge=1, le=3600)
+    # Limits at the connection, before any request handler runs (mercurio/protocol.py).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    keep_alive_timeout: int = Field(default=5, ge=1, le=3600)
+    max_connections: int = Field(default=50_000, ge=1, le=10_000_000)
     cors_allowed_origins: OptionalCommaList = None  # default: any origin outside production
     cors_allowed_headers: CommaList = Field(
         default_factory=lambda: ["Authorization", "Content-Type", "Last-Event-ID"]
@@ -87,6 +93,8 @@ class Settings(BaseSettings):
     sse_heartbeat: float = Field(default=15.0, gt=0, le=3600)
     sse_retry_ms: int = Field(default=3000, ge=0, le=600_000)
     stream_buffer: int = Field(default=256, ge=1, le=100_000)
+    # A slow reader's buffer is bounded in bytes too: 256 frames of 60 kB are 15 MiB a stream.
+    stream_buffer_bytes: int = Field(default=1024 * 1024, ge=4096, le=1 << 30)
     replay_max: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_destinations: int = Field(default=10_000, ge=1, le=1_000_000)

@@ -29,10 +29,12 @@ class Subscription:
 
     __slots__ = (
         "buffer",
+        "buffered_bytes",
         "categories",
         "client_id",
         "closed",
         "limit",
+        "max_bytes",
         "pending_since",
         "reason",
         "sending",
@@ -41,12 +43,19 @@ class Subscription:
     )
 
     def __init__(
-        self, client_id: str, *, limit: int, categories: frozenset[str] | None = None
+        self,
+        client_id: str,
+        *,
+        limit: int,
+        max_bytes: int = 1 << 20,
+        categories: frozenset[str] | None = None,
     ) -> None:
         self.client_id = client_id
         self.categories = categories
         self.limit = limit
+        self.max_bytes = max_bytes
         self.buffer: deque[tuple[int, bytes]] = deque()
+        self.buffered_bytes = 0
         self.pending_since = 0.0
         """When the hub queued the oldest frame still in the buffer (monotonic seconds)."""
         self.waiter: asyncio.Future[None] | None = None
@@ -63,14 +72,18 @@ class Subscription:
         is now closed."""
         if self.closed:
             return True
-        if len(self.buffer) >= self.limit:
+        if self.buffer and (
+            len(self.buffer) >= self.limit or self.buffered_bytes + len(frame) > self.max_bytes
+        ):
             # Live delivery may drop, replay may not (invariant 3): close, and the client
-            # resumes from the store with Last-Event-ID.
+            # resumes from the store with Last-Event-ID. An empty buffer takes any one frame:
+            # one big notification must not close every stream it goes to.
             self.close("slow-reader")
             return False
         if not self.buffer:
             self.pending_since = at
         self.buffer.append((notification_id, frame))
+        self.buffered_bytes += len(frame)
         self._wake()
         return True
 
@@ -199,7 +212,12 @@ class Hub:
                 self.deliveries += 1
             else:
                 self.slow_disconnects += 1
-                log.warning("stream.slow_reader", client_id=sub.client_id, buffered=sub.limit)
+                log.warning(
+                    "stream.slow_reader",
+                    client_id=sub.client_id,
+                    buffered=len(sub.buffer),
+                    buffered_bytes=sub.buffered_bytes,
+                )
 
     def push_event(self, client_id: str, frame: bytes) -> None:
         """Push a control frame (read-state and the like) to every stream of the client."""

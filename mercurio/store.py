@@ -537,6 +537,13 @@ class Store:
             value = (await conn.execute(sa.select(sa.func.max(n.c.id)))).scalar()
         return int(value or 0)
 
+    async def head(self, client_id: str) -> int:
+        """The highest notification id the client can see (its own or an announcement)."""
+        query = sa.select(sa.func.max(n.c.id)).where(n.c.client_id.in_([client_id, ANNOUNCEMENT]))
+        async with self._reader().connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return int(value or 0)
+
     # -- read state -------------------------------------------------------------------------
 
     async def set_read(

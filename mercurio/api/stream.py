@@ -82,7 +82,12 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
         message = f"too many open streams: at most {cap} per client"
         await send_error(send, 429, message, [(b"retry-after", wait.encode())])
         return
-    sub = Subscription(client_id, limit=node.settings.stream_buffer, categories=request.categories)
+    sub = Subscription(
+        client_id,
+        limit=node.settings.stream_buffer,
+        max_bytes=node.settings.stream_buffer_bytes,
+        categories=request.categories,
+    )
     node.hub.register(sub, muted)
     opened = time.monotonic()
     log.info("stream.open", client_id=client_id, last_event_id=request.last_event_id)
@@ -187,6 +192,11 @@ async def _serve(
     muted: frozenset[str],
 ) -> None:
     settings = node.settings
+    head = request.last_event_id
+    if head is None:
+        # A fresh stream starts at the head, read after register(): what commits later is
+        # pushed to it. Reported as 0, a resume would replay the whole history as new.
+        head = await node.store.head(request.client_id)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     writer = _Writer(send, sub)
     # The listener is the only other task: it turns the client's disconnect into a close.
@@ -200,7 +210,12 @@ async def _serve(
             if last_sent < 0:
                 return
         await _live(
-            node.hub, writer, sub, last_sent, settings.sse_heartbeat, request.principal.expires_at
+            node.hub,
+            writer,
+            sub,
+            _Position(last_sent, head),
+            settings.sse_heartbeat,
+            request.principal.expires_at,
         )
         if sub.reason == "shutdown":
             await writer.write(sse.retry(settings.sse_retry_ms))
@@ -237,14 +252,31 @@ async def _replay(
     return last_sent
 
 
+class _Position:
+    """Where a stream is: the last id sent, and the head it started at (a fresh stream)."""
+
+    __slots__ = ("head", "last_sent")
+
+    def __init__(self, last_sent: int, head: int) -> None:
+        self.last_sent = last_sent
+        self.head = head
+
+    def reported(self) -> int:
+        """The lastEventId a client resumes from: nothing before it is new to the client."""
+        return max(self.last_sent, self.head)
+
+
 async def _live(
     hub: Hub,
     writer: _Writer,
     sub: Subscription,
-    last_sent: int,
+    position: _Position,
     heartbeat: float,
     expires_at: float | None,
 ) -> None:
+    # Frames are skipped only at or below last_sent (what the replay sent), never below the
+    # head: a fresh stream sends whatever was pushed to it after it registered.
+    last_sent = position.last_sent
     next_beat = time.monotonic() + heartbeat
     while True:
         if sub.buffer:
@@ -262,7 +294,9 @@ async def _live(
             return
         now = time.monotonic()
         if expires_at is not None and time.time() >= expires_at:
-            await writer.write(sse.named("token-expired", {"lastEventId": last_sent}))
+            position.last_sent = last_sent
+            expired = {"lastEventId": position.reported()}
+            await writer.write(sse.named("token-expired", expired))
             sub.close("token-expired")
             return
         if now >= next_beat:
@@ -287,6 +321,7 @@ def _drain(sub: Subscription, last_sent: int) -> tuple[bytes, int]:
         elif nid > last_sent:
             frames.append(frame)
             last_sent = nid
+    sub.buffered_bytes = 0
     return b"".join(frames), last_sent
 
 
