@@ -18,6 +18,7 @@ import uvicorn
 
 from mercurio.api.app import create_app
 from mercurio.config import Settings
+from mercurio.protocol import Limits, guarded_protocol
 
 log = structlog.get_logger("mercurio.server")
 
@@ -103,14 +104,28 @@ def build_server(settings: Settings, **uvicorn_options: Any) -> MercurioServer:
         host=settings.http_host,
         port=settings.http_port,
         loop="auto",
-        http="auto",
+        http=guarded_protocol(connection_limits(settings)),
         lifespan="on",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=connection_wait(settings.shutdown_grace),
+        timeout_keep_alive=settings.keep_alive_timeout,
+        # The protocol refuses connection max+1 itself, with JSON; uvicorn's own cap (a 503
+        # at max+1 requests in flight) is the backstop for pipelined requests.
+        limit_concurrency=settings.max_connections + 1,
         **uvicorn_options,
     )
     return MercurioServer(config, node, settings.shutdown_grace)
+
+
+def connection_limits(settings: Settings) -> Limits:
+    """What one connection may send, and how slowly, from the settings."""
+    return Limits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
 
 
 def connection_wait(grace: float) -> int:

@@ -1,0 +1,186 @@
+"""uvicorn's httptools protocol with limits it lacks: header and URL size, header and body time.
+
+httptools buffers a header until it ends, so without a limit one 200 MiB header is 200 MiB
+of server memory; a client that never finishes its headers holds a connection forever. The
+checks are a few integer comparisons per read and per header: the stream path stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+MAX_URL_BYTES = 8 * 1024
+LINGER = 1.0
+"""Seconds a refused connection keeps reading (and dropping) before it closes: a close with
+unread input resets the connection, and the client would lose the answer."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may send, and how slowly."""
+
+    max_header_bytes: int = 16 * 1024
+    max_url_bytes: int = MAX_URL_BYTES
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 50_000
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the answer is already chosen."""
+
+
+def refusal(status: int, message: str) -> bytes:
+    """A complete HTTP response with a JSON error body that closes the connection."""
+    body = orjson.dumps({"error": message})
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol that refuses oversized heads, slow heads and bodies, and excess
+    connections, with a JSON error before the application sees the request."""
+
+    limits = Limits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_bytes = 0
+        """Bytes read while the head was unfinished (httptools holds them)."""
+        self.header_bytes = 0
+        """Bytes of the headers parsed so far."""
+        self.reading_head = False
+        self.reading_body = False
+        self.refused = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.refuse(503, "too many connections; retry later")
+            return
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # lingering: read and drop what the client still sends
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            # A callback that raised _Refused has already answered.
+            self.refuse(400, "invalid HTTP request")
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if self.reading_head:
+            # httptools holds an unfinished header in memory: count every byte of it.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes:
+                self.refuse(431, "request headers too large")
+        elif self.reading_body and self.timer is None:
+            self._arm(self.limits.body_timeout)
+
+    # -- parser callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_bytes = self.header_bytes = 0
+        self.reading_head = True
+        if self.timer is None:
+            self._arm(self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_url_bytes:
+            self.refuse(414, "request URL too long")
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:
+            self.refuse(431, "request headers too large")
+            raise _Refused
+        # uvicorn's on_header, inlined: it runs for every header of every request.
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        self.reading_body = True
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.reading_body = False
+        self._disarm()
+        super().on_message_complete()
+
+    # -- refusals ---------------------------------------------------------------------------
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answer status (unless a response is under way) and close after a short linger."""
+        if self.refused:
+            return
+        self.refused = True
+        self._disarm()
+        transport = self.transport
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            if cycle is not None and not cycle.response_complete:
+                # A body that came too slowly: the application sees a disconnect, and what
+                # it still sends is dropped instead of following this answer.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            transport.write(refusal(status, message))
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(LINGER, transport.close)
+        else:
+            # Mid-response (a stream): an error here would corrupt it; just end the connection.
+            transport.close()
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.reading_body:
+            self.refuse(408, "request body not received in time")
+        else:
+            self.refuse(408, "request headers not received in time")
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def guarded_protocol(limits: Limits) -> type[GuardedProtocol]:
+    """A GuardedProtocol class carrying these limits (uvicorn builds protocols from a class)."""
+    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits})
