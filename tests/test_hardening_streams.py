@@ -10,6 +10,7 @@ import socket
 import httpx
 import pytest
 
+from mercurio.hub import Subscription
 from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id
 from tests.streams import open_stream
 
@@ -145,3 +146,13 @@ async def test_slow_reader_is_closed_over_the_byte_budget_under_the_frame_count(
         async with open_stream(api, stream_url(stuck), headers=resume) as again:
             rest = [int(m.id) for m in await again.messages(total - len(first_part), 30)]
         assert first_part + rest == published
+
+
+def test_buffer_over_its_byte_budget_closes_as_slow_reader_under_its_frame_count() -> None:
+    sub = Subscription("a", limit=1000, max_bytes=100)
+    assert sub.push(1, b"x" * 500, 0.0), "one frame larger than the budget still goes through"
+    assert not sub.push(2, b"y", 0.0)
+    assert sub.closed and sub.reason == "slow-reader" and len(sub.buffer) == 1
+    small = Subscription("a", limit=1000, max_bytes=100)
+    assert all(small.push(i, b"z" * 30, 0.0) for i in range(3))
+    assert not small.push(4, b"z" * 30, 0.0)
