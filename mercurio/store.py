@@ -132,6 +132,15 @@ def _fail(batch: Iterable[_PublishRequest], error: Exception) -> None:
             request.future.set_exception(error)
 
 
+def _settle(request: _PublishRequest, answer: list[Notification] | EventConflict) -> None:
+    if request.future.done():
+        return
+    if isinstance(answer, EventConflict):
+        request.future.set_exception(answer)
+    else:
+        request.future.set_result(answer)
+
+
 def _may_be_one_items_fault(exc: Exception) -> bool:
     """Whether a failed batch may be one item's fault (bad data), not the database's."""
     if isinstance(exc, DBAPIError):
@@ -341,12 +350,7 @@ class Store:
             return
         self._committed(fresh)
         for request, answer in zip(batch, answers, strict=True):
-            if request.future.done():
-                continue
-            if isinstance(answer, EventConflict):
-                request.future.set_exception(answer)
-            else:
-                request.future.set_result(answer)
+            _settle(request, answer)
 
     async def _commit_one_by_one(self, batch: list[_PublishRequest]) -> None:
         for index, request in enumerate(batch):
@@ -363,13 +367,7 @@ class Store:
                     return
                 continue
             self._committed(fresh)
-            answer = answers[0]
-            if request.future.done():
-                continue
-            if isinstance(answer, EventConflict):
-                request.future.set_exception(answer)
-            else:
-                request.future.set_result(answer)
+            _settle(request, answers[0])
 
     def _committed(self, fresh: list[Notification]) -> None:
         self.batches_committed += 1

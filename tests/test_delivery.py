@@ -9,18 +9,10 @@ import os
 import httpx
 import pytest
 
-from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
+from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id, rss_kib
 from tests.streams import open_stream
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def test_announcement_reaches_everyone_with_their_own_read_state(

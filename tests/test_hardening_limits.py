@@ -13,17 +13,9 @@ import time
 
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, rss_kib
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def connect(server: ServerProcess) -> socket.socket:

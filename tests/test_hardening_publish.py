@@ -1,18 +1,19 @@
 """Publishing hardened against input JSON allows but the store cannot keep, and against abuse.
 
-Every test runs a real server process; PostgreSQL ones through the postgres_url database.
+Every test runs a real server process; PostgreSQL ones on a database of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
 
 from mercurio.config import ConfigError, load_settings
-from tests.conftest import ServerProcess, bearer, new_client_id
+from tests.conftest import ServerProcess, bearer, new_client_id, postgres_database
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,12 +26,15 @@ def backend(
 ) -> Iterator[ServerProcess]:
     """A server on SQLite and one on PostgreSQL, with publishers A and B."""
     env = {"MERCURIO_PUBLISHERS": PUBLISHERS}
-    if request.param == "postgres":
-        env["MERCURIO_DB_CONN"] = request.getfixturevalue("postgres_url")
     folder = tmp_path_factory.mktemp(f"hardening-{request.param}")
-    proc = ServerProcess.in_folder(folder, env).start()
-    yield proc
-    proc.stop()
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            # A database of its own: the shared one holds other tests' announcements,
+            # which would show up in every inbox these tests expect to be empty.
+            env["MERCURIO_DB_CONN"] = stack.enter_context(postgres_database())
+        proc = ServerProcess.in_folder(folder, env).start()
+        yield proc
+        proc.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from mercurio.hub import Subscription
-from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id
+from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id, rss_kib
 from tests.streams import open_stream
 
 pytestmark = pytest.mark.timeout(120)
@@ -21,14 +21,6 @@ FRAME = re.compile(rb"id: (\d+)\ndata: ([^\n]*)\n\n")
 
 def stream_url(client: str) -> str:
     return f"/api/clients/{client}/notifications/stream"
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def publish(api: httpx.AsyncClient, client: str, data: object = "x") -> int:
