@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mercurio.auth import Authenticator
 from mercurio.config import load_settings
@@ -35,6 +37,17 @@ def skip_or_fail(reason: str) -> None:
     if services_required():
         pytest.fail(f"{reason} (required on CI)")
     pytest.skip(reason)
+
+
+def rsa_pair() -> tuple[Any, str]:
+    """A new RSA private key and its public key as PEM text."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public_pem
 
 
 def rss_kib(pid: int) -> int:

@@ -22,12 +22,18 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mercurio.auth import ticket_key
 from mercurio.config import DEVELOPMENT_KEY, ConfigError, load_settings
-from tests.conftest import PUBLISHER, ROOT, ServerProcess, bearer, make_token, new_client_id
+from tests.conftest import (
+    PUBLISHER,
+    ROOT,
+    ServerProcess,
+    bearer,
+    make_token,
+    new_client_id,
+    rsa_pair,
+)
 from tests.streams import open_stream
 
 pytestmark = pytest.mark.timeout(90)
@@ -36,16 +42,6 @@ TICKET_SECRET = "ticket-secret-" + "0123456789abcdef" * 2
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def rsa_pair() -> tuple[Any, str]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public_pem
 
 
 def rs_env(public_pem: str, **extra: str) -> dict[str, str]:

@@ -19,11 +19,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mercurio.config import DEVELOPMENT_KEY
-from tests.conftest import PUBLISHER, ServerProcess, bearer
+from tests.conftest import PUBLISHER, ServerProcess, bearer, rsa_pair
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -398,13 +396,7 @@ async def test_sql_looking_categories_are_refused(
 
 @pytest.fixture(scope="module")
 def rsa_keys() -> tuple[Any, str]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public_pem
+    return rsa_pair()
 
 
 @pytest.fixture(scope="module")
