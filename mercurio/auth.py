@@ -241,13 +241,11 @@ def ticket_key(settings: Settings) -> bytes:
 
 def ticket_secret_path(settings: Settings) -> Path:
     """Beside the SQLite database, so development nodes sharing it share tickets too."""
-    from sqlalchemy.engine import make_url
+    from mercurio.store import sqlite_file
 
-    from mercurio.store import database_url
-
-    url = make_url(database_url(settings.db_conn))
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).resolve().parent / TICKET_SECRET_FILE
+    path = sqlite_file(settings.db_conn)
+    if path and path != ":memory:":
+        return Path(path).resolve().parent / TICKET_SECRET_FILE
     return Path(settings.env_dir).resolve() / TICKET_SECRET_FILE
 
 

@@ -390,19 +390,17 @@ def _is_loopback(host: str) -> bool:
 
 def _check_database(conn: str) -> None:
     """A URL the store can open: a known scheme; for SQLite a file in an existing folder."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from mercurio.store import database_url
+    from mercurio.store import sqlite_file
 
     try:
-        url = make_url(database_url(conn))
+        path = sqlite_file(conn)
     except (ArgumentError, ValueError):
         raise ConfigError(f"MERCURIO_DB_CONN: not a database URL {redact_url(conn)!r}") from None
-    if url.get_backend_name() != "sqlite":
+    if path is None:
         return
-    path = url.database or ""
-    if path in ("", ":memory:") or url.query.get("mode") == "memory":
+    if path in ("", ":memory:"):
         # Each of the store's connections would get its own empty database.
         raise ConfigError("MERCURIO_DB_CONN: an in-memory SQLite database; name a file")
     if not Path(path).parent.is_dir():

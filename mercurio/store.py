@@ -76,6 +76,14 @@ def database_url(conn: str) -> str:
     return f"{driver}://{rest}"
 
 
+def sqlite_file(conn: str) -> str | None:
+    """The file of a SQLite MERCURIO_DB_CONN (":memory:" or "" when it names none), else None."""
+    url = make_url(database_url(conn))
+    if url.get_backend_name() != "sqlite":
+        return None
+    return ":memory:" if url.query.get("mode") == "memory" else (url.database or "")
+
+
 @dataclass(slots=True)
 class _PublishRequest:
     items: list[NewNotification]

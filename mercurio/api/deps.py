@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from mercurio.api.errors import ApiError
-from mercurio.auth import AuthError, Principal, bearer_token, single_authorization
+from mercurio.auth import AuthError, Principal, bearer_token
 from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN
 from mercurio.node import Node
 
@@ -25,11 +25,10 @@ NodeDep = Annotated[Node, Depends(get_node)]
 
 
 async def get_principal(
-    node: NodeDep, request: Request, authorization: Annotated[str | None, Header()] = None
+    node: NodeDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    # `authorization` is declared for the OpenAPI document only: Header() would give the
-    # first of repeated headers, and several are refused instead.
-    token = bearer_token(single_authorization(request.scope["headers"]))
+    # One header at most: the app's OneAuthorization layer refuses repeated ones.
+    token = bearer_token(authorization)
     if token is None:
         raise AuthError(401, "missing bearer token (Authorization: Bearer <token>)")
     return node.auth.verify(token)

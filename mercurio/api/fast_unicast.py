@@ -52,7 +52,7 @@ class FastUnicast:
 
     def _accept(self, scope: Scope, body: bytes) -> tuple[UnicastIn, str] | None:
         try:
-            # Two Authorization headers go on to the framework, which refuses them.
+            # The one Authorization header: OneAuthorization, outside, refuses repeats.
             token = bearer_token(single_authorization(scope["headers"]))
             principal = self.node.auth.verify(token) if token else None
             if principal is None or not principal.is_publisher:

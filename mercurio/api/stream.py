@@ -16,7 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from mercurio import sse
 from mercurio.api.errors import send_error
-from mercurio.auth import AuthError, Principal, bearer_token, single_authorization
+from mercurio.auth import AuthError, Principal, bearer_token
 from mercurio.hub import CONTROL, Hub, Subscription
 from mercurio.limits import retry_after
 from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN
@@ -110,8 +110,7 @@ async def _accept(node: Node, scope: Scope, client_id: str) -> StreamRequest:
         raise StreamRefused(400, "clientID is not a valid client id")
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    # The dict keeps the last of repeated headers; Authorization must be one, not picked.
-    headers["authorization"] = single_authorization(scope["headers"]) or ""
+    # Repeated Authorization headers never get here (OneAuthorization); cookies may repeat.
     headers["cookie"] = "; ".join(
         v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"
     )
