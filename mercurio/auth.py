@@ -15,7 +15,9 @@ from typing import Any
 
 import jwt
 
-from mercurio.config import ConfigError, Settings
+from mercurio.config import Settings
+from mercurio.errors import ConfigError
+from mercurio.urls import sqlite_file
 
 TICKET_TYPE = "mercurio-stream-ticket"
 TICKET_SECRET_FILE = ".mercurio-ticket-secret"
@@ -241,8 +243,6 @@ def ticket_key(settings: Settings) -> bytes:
 
 def ticket_secret_path(settings: Settings) -> Path:
     """Beside the SQLite database, so development nodes sharing it share tickets too."""
-    from mercurio.store import sqlite_file
-
     path = sqlite_file(settings.db_conn)
     if path and path != ":memory:":
         return Path(path).resolve().parent / TICKET_SECRET_FILE

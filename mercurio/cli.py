@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mercurio.config import ConfigError, Settings, load_settings
+from mercurio.config import Settings, load_settings
+from mercurio.errors import ConfigError
 
 app = typer.Typer(help="Mercurio: notifications over server-sent events.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -126,8 +127,8 @@ def token(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema to the newest migration."""
-    from mercurio.config import redact_url
     from mercurio.store import check_reachable, upgrade_database
+    from mercurio.urls import redact_url
 
     settings = _settings()
     try:

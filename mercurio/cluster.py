@@ -33,8 +33,9 @@ from typing import Any
 import orjson
 import structlog
 
-from mercurio.brokers import Broker, BrokerUnavailable, create_broker
+from mercurio.brokers import Broker, create_broker
 from mercurio.config import Settings
+from mercurio.errors import BrokerUnavailable
 from mercurio.hub import Hub
 from mercurio.model import Notification
 from mercurio.store import Store

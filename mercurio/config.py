@@ -10,11 +10,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.exc import ArgumentError
+
+from mercurio import brokers
+from mercurio.errors import ConfigError
+from mercurio.urls import is_sqlite, redact_url, scheme_of, sqlite_file
 
 Environment = Literal["development", "test", "production"]
 
@@ -33,10 +37,6 @@ PUBLIC_KEY_UNSCOPED = (
 CommaList = Annotated[list[str], NoDecode]
 # `CommaList | None` would lose NoDecode, so "666" would be read as JSON: a number, no list.
 OptionalCommaList = Annotated[list[str] | None, NoDecode]
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message names it in one line."""
 
 
 def _split_commas(value: object) -> object:
@@ -220,18 +220,11 @@ class Settings(BaseSettings):
 
 def _check_cluster(mq_conn: str, db_conn: str) -> None:
     """A broker needs an engine for its URL and a database every node shares."""
-    from mercurio.brokers import BACKENDS, scheme_of, supported
-
-    scheme = scheme_of(mq_conn)
-    if scheme not in BACKENDS:
-        raise ValueError(
-            f"MERCURIO_MQ_CONN: unsupported scheme {scheme!r} in {redact_url(mq_conn)!r}; "
-            f"use one of {supported()}"
-        )
-    from mercurio.store import database_url
-
+    refusal = brokers.unsupported(mq_conn)
+    if refusal is not None:
+        raise ValueError(refusal)
     # memory:// fans out inside one process only, where one SQLite file serves every node.
-    if scheme != "memory" and database_url(db_conn).startswith("sqlite"):
+    if scheme_of(mq_conn) != "memory" and is_sqlite(db_conn):
         raise ValueError(
             "MERCURIO_DB_CONN: SQLite cannot be shared between nodes; "
             "use postgresql://… with MERCURIO_MQ=on"
@@ -245,15 +238,6 @@ def env_files(env: str, env_dir: str) -> list[Path]:
         names.append(".env.local")
     names += [f".env.{env}", ".env"]
     return [Path(env_dir) / name for name in names]
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password hidden, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -390,10 +374,6 @@ def _is_loopback(host: str) -> bool:
 
 def _check_database(conn: str) -> None:
     """A URL the store can open: a known scheme; for SQLite a file in an existing folder."""
-    from sqlalchemy.exc import ArgumentError
-
-    from mercurio.store import sqlite_file
-
     try:
         path = sqlite_file(conn)
     except (ArgumentError, ValueError):

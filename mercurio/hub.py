@@ -11,8 +11,8 @@ from typing import Any
 import structlog
 
 from mercurio import sse
-from mercurio.metrics import LatencyTally
 from mercurio.model import Notification
+from mercurio.stats import LatencyTally
 
 log = structlog.get_logger("mercurio.hub")
 

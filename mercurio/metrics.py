@@ -7,8 +7,7 @@ turns those numbers into Prometheus families at scrape time.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -27,75 +26,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from mercurio.stats import PUBLISH_KINDS, LatencyTally, PublishStats
+
 if TYPE_CHECKING:
     from mercurio.node import Node
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-PUBLISH_KINDS = ("unicast", "broadcast", "announce")
-
-# Seconds. Publishes wait for a group commit (an fsync on SQLite, a round trip on PostgreSQL);
-# deliveries add the fan-out and one socket write.
-LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-
-
-class LatencyTally:
-    """A histogram kept as plain numbers: one bisect and two additions per observation.
-
-    Everything that observes runs on the event loop's thread, as does the scrape, so no lock.
-    """
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        # bisect_left puts a value equal to a bound in that bound's bucket: Prometheus' `le`.
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        buckets: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in zip(self.bounds, self.counts, strict=False):
-            running += count
-            buckets.append((repr(float(bound)), running))
-        running += self.counts[-1]
-        buckets.append(("+Inf", running))
-        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
-
-
-class PublishStats:
-    """Publish requests and the notifications they stored, by kind, and their latency."""
-
-    __slots__ = ("latency", "notifications", "requests")
-
-    def __init__(self) -> None:
-        self.requests = dict.fromkeys(PUBLISH_KINDS, 0)
-        self.notifications = dict.fromkeys(PUBLISH_KINDS, 0)
-        self.latency = LatencyTally()
-
-    def record(self, kind: str, stored: int, seconds: float) -> None:
-        self.requests[kind] += 1
-        self.notifications[kind] += stored
-        self.latency.observe(seconds)
 
 
 class Metrics:
@@ -146,7 +82,8 @@ class _NodeCollector(Collector):
             "Notifications sent from the store to streams resuming with Last-Event-ID.",
             value=hub.replayed,
         )
-        yield hub.deliver_latency.family(
+        yield histogram(
+            hub.deliver_latency,
             "mercurio_publish_to_deliver_seconds",
             "From a publish's commit (or its arrival from the broker) to its frame written "
             "to a stream; one observation per write, for the oldest notification in it.",
@@ -170,8 +107,10 @@ class _NodeCollector(Collector):
             stored.add_metric([kind], stats.notifications[kind])
         yield requests
         yield stored
-        yield stats.latency.family(
-            "mercurio_publish_seconds", "From a publish request's start to its rows committed."
+        yield histogram(
+            stats.latency,
+            "mercurio_publish_seconds",
+            "From a publish request's start to its rows committed.",
         )
 
     def _broker(self) -> Iterable[Metric]:
@@ -210,3 +149,15 @@ class _NodeCollector(Collector):
             "Publish transactions committed (each may carry many publishes).",
             value=store.batches_committed,
         )
+
+
+def histogram(tally: LatencyTally, name: str, documentation: str) -> HistogramMetricFamily:
+    """A tally as a Prometheus histogram (cumulative buckets, `le` bounds)."""
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(tally.bounds, tally.counts, strict=False):
+        running += count
+        buckets.append((repr(float(bound)), running))
+    running += tally.counts[-1]
+    buckets.append(("+Inf", running))
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=tally.total)

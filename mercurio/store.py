@@ -23,9 +23,10 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from mercurio.config import ConfigError, redact_url
+from mercurio.errors import ConfigError, EventConflict, StoreUnavailable
 from mercurio.model import ANNOUNCEMENT, NewNotification, Notification, utc
 from mercurio.schema import announcement_states, notifications, preferences, stream_tickets
+from mercurio.urls import database_url, redact_url
 
 Status = Literal["all", "read", "unread"]
 OnCommit = Callable[[list[Notification]], None]
@@ -39,49 +40,6 @@ IN_CHUNK = 500
 
 n = notifications
 s = announcement_states
-
-
-class StoreUnavailable(Exception):
-    """The database could not complete the operation."""
-
-
-class EventConflict(Exception):
-    """The publisher already used this event id for a different notification."""
-
-    def __init__(self, event_id: str) -> None:
-        super().__init__(event_id)
-        self.event_id = event_id
-
-
-def database_url(conn: str) -> str:
-    """MERCURIO_DB_CONN as an async SQLAlchemy URL (a bare path means a SQLite file)."""
-    conn = conn.strip()
-    if not conn:
-        raise ConfigError("MERCURIO_DB_CONN: empty; use a SQLite path or a postgresql:// URL")
-    if "://" not in conn:
-        return f"sqlite+aiosqlite:///{conn}"
-    scheme, rest = conn.split("://", 1)
-    driver = {
-        "sqlite": "sqlite+aiosqlite",
-        "sqlite+aiosqlite": "sqlite+aiosqlite",
-        "postgres": "postgresql+asyncpg",
-        "postgresql": "postgresql+asyncpg",
-        "postgresql+asyncpg": "postgresql+asyncpg",
-    }.get(scheme)
-    if driver is None:
-        raise ConfigError(
-            f"MERCURIO_DB_CONN: unsupported scheme {scheme!r} in {redact_url(conn)!r}; "
-            "use sqlite:///path or postgresql://user@host/db"
-        )
-    return f"{driver}://{rest}"
-
-
-def sqlite_file(conn: str) -> str | None:
-    """The file of a SQLite MERCURIO_DB_CONN (":memory:" or "" when it names none), else None."""
-    url = make_url(database_url(conn))
-    if url.get_backend_name() != "sqlite":
-        return None
-    return ":memory:" if url.query.get("mode") == "memory" else (url.database or "")
 
 
 @dataclass(slots=True)

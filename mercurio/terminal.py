@@ -43,7 +43,8 @@ def _fail(message: str, code: int) -> int:
 def mint_development_token(user: str, *, publisher: bool = False) -> str:
     """A token signed with the configured key; only in development and test."""
     from mercurio.auth import Authenticator, AuthError
-    from mercurio.config import ConfigError, load_settings
+    from mercurio.config import load_settings
+    from mercurio.errors import ConfigError
 
     try:
         settings = load_settings()

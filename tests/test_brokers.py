@@ -12,9 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import structlog
 
-from mercurio.brokers import Broker, BrokerUnavailable, create_broker
+from mercurio.brokers import Broker, create_broker
 from mercurio.brokers.memory import memory_server
-from mercurio.config import ConfigError
+from mercurio.errors import BrokerUnavailable, ConfigError
 from tests.conftest import skip_or_fail
 from tests.tcp_proxy import TcpProxy
 

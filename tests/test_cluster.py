@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from mercurio.cluster import Sequencer, decode_notes, encode_notes
-from mercurio.config import ConfigError, load_settings
+from mercurio.config import load_settings
+from mercurio.errors import ConfigError
 from mercurio.model import Notification
 from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
 from tests.streams import Received, Stream, open_stream

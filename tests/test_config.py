@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mercurio.config import DEVELOPMENT_KEY, ConfigError, load_settings, redact_url
+from mercurio.config import DEVELOPMENT_KEY, load_settings
+from mercurio.errors import ConfigError
+from mercurio.urls import redact_url
 
 
 def test_defaults_match_the_prototype() -> None:

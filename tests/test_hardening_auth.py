@@ -24,7 +24,8 @@ import jwt
 import pytest
 
 from mercurio.auth import ticket_key
-from mercurio.config import DEVELOPMENT_KEY, ConfigError, load_settings
+from mercurio.config import DEVELOPMENT_KEY, load_settings
+from mercurio.errors import ConfigError
 from tests.conftest import (
     PUBLISHER,
     ROOT,

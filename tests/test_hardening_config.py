@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mercurio.config import ConfigError, check_public_bind, load_settings
+from mercurio.config import check_public_bind, load_settings
+from mercurio.errors import ConfigError
 from tests.conftest import ServerProcess, make_token
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
-from mercurio.config import ConfigError, load_settings
+from mercurio.config import load_settings
+from mercurio.errors import ConfigError
 from tests.conftest import ServerProcess, bearer, new_client_id, postgres_database
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from mercurio.api.app import create_app
-from mercurio.config import ConfigError, load_settings
+from mercurio.config import load_settings
+from mercurio.errors import ConfigError
 from mercurio.limits import RateLimiter, retry_after
 from tests.conftest import ServerProcess, bearer, new_client_id
 from tests.streams import open_stream

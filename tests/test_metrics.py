@@ -14,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mercurio.api.app import create_app
 from mercurio.config import load_settings
-from mercurio.metrics import LatencyTally, Metrics
+from mercurio.metrics import Metrics, histogram
 from mercurio.node import Node
+from mercurio.stats import LatencyTally
 from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id
 from tests.streams import open_stream
 
@@ -226,7 +227,7 @@ def test_latency_buckets_are_cumulative_and_inclusive() -> None:
     tally = LatencyTally((0.001, 0.01))
     for seconds in (0.0005, 0.001, 0.005, 0.5):
         tally.observe(seconds)
-    family = tally.family("x_seconds", "test")
+    family = histogram(tally, "x_seconds", "test")
     buckets = {s.labels["le"]: s.value for s in family.samples if s.name == "x_seconds_bucket"}
     assert buckets == {"0.001": 2, "0.01": 3, "+Inf": 4}
     assert tally.total == pytest.approx(0.5065)

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import trustme
 
-from mercurio.config import ConfigError, load_settings
+from mercurio.config import load_settings
+from mercurio.errors import ConfigError
 from mercurio.hub import Hub, Subscription
 from mercurio.server import connection_wait
 from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mercurio.config import ConfigError
+from mercurio.errors import ConfigError, EventConflict, StoreUnavailable
 from mercurio.model import ANNOUNCEMENT, NewNotification
-from mercurio.store import EventConflict, Store, StoreUnavailable, database_url
+from mercurio.store import Store
+from mercurio.urls import database_url
 
 pytestmark = pytest.mark.timeout(120)
 

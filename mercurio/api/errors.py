@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Send
 
 from mercurio.auth import AuthError
-from mercurio.store import StoreUnavailable
+from mercurio.errors import StoreUnavailable
 
 
 class ErrorBody(BaseModel):

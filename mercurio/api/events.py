@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from mercurio.api.deps import NodeDep, Publisher
 from mercurio.api.errors import ApiError
+from mercurio.errors import EventConflict
 from mercurio.limits import PublishBudget, retry_after
-from mercurio.metrics import PublishStats
 from mercurio.model import (
     ANNOUNCEMENT,
     CATEGORY_PATTERN,
@@ -26,7 +26,7 @@ from mercurio.model import (
     Notification,
 )
 from mercurio.node import Node
-from mercurio.store import EventConflict
+from mercurio.stats import PublishStats
 
 router = APIRouter(prefix="/api/events", tags=["publish"])
 

@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mercurio.api.errors import ApiError, send_error
 from mercurio.api.events import UnicastIn, admit, conflict, items_for
 from mercurio.auth import AuthError, bearer_token, single_authorization
+from mercurio.errors import EventConflict, StoreUnavailable
 from mercurio.limits import PublishBudget
-from mercurio.metrics import PublishStats
 from mercurio.node import Node
-from mercurio.store import EventConflict, StoreUnavailable
+from mercurio.stats import PublishStats
 
 PATH = "/api/events/unicast"
 JSON = (b"content-type", b"application/json")

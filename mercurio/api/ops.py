@@ -13,8 +13,8 @@ from starlette.types import Scope
 from mercurio.api.deps import NodeDep
 from mercurio.api.errors import ApiError
 from mercurio.auth import AuthError, bearer_token
+from mercurio.errors import StoreUnavailable
 from mercurio.metrics import CONTENT_TYPE, Metrics
-from mercurio.store import StoreUnavailable
 
 router = APIRouter(tags=["meta"])
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
-from urllib.parse import urlsplit
 
-from mercurio.brokers.base import Broker, BrokerUnavailable
-from mercurio.config import ConfigError, redact_url
+from mercurio.brokers.base import Broker
+from mercurio.errors import BrokerUnavailable, ConfigError
+from mercurio.urls import redact_url, scheme_of
 
-__all__ = ["BACKENDS", "Broker", "BrokerUnavailable", "create_broker", "scheme_of"]
+__all__ = ["BACKENDS", "Broker", "BrokerUnavailable", "create_broker", "unsupported"]
 
 BACKENDS: dict[str, str] = {
     "amqp": "mercurio.brokers.amqp:AmqpBroker",
@@ -25,23 +25,25 @@ BACKENDS: dict[str, str] = {
 """URL scheme → engine class, as `module:Class`; adding an engine is one line here."""
 
 
-def scheme_of(url: str) -> str:
-    return urlsplit(url.strip()).scheme.lower()
-
-
-def supported() -> str:
-    return ", ".join(f"{scheme}://" for scheme in BACKENDS)
+def unsupported(url: str) -> str | None:
+    """Why MERCURIO_MQ_CONN names no engine (the one message for it), or None when it does."""
+    scheme = scheme_of(url)
+    if scheme in BACKENDS:
+        return None
+    names = ", ".join(f"{name}://" for name in BACKENDS)
+    return (
+        f"MERCURIO_MQ_CONN: unsupported scheme {scheme!r} in {redact_url(url)!r}; "
+        f"use one of {names}"
+    )
 
 
 def create_broker(url: str, **options: Any) -> Broker:
     """The engine for url's scheme (its driver imported now), not yet started."""
+    refusal = unsupported(url)
+    if refusal is not None:
+        raise ConfigError(refusal)
     scheme = scheme_of(url)
-    target = BACKENDS.get(scheme)
-    if target is None:
-        raise ConfigError(
-            f"MERCURIO_MQ_CONN: unsupported scheme {scheme!r} in {redact_url(url)!r}; "
-            f"use one of {supported()}"
-        )
+    target = BACKENDS[scheme]
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -21,7 +21,8 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
 )
 
-from mercurio.brokers.base import Broker, BrokerUnavailable
+from mercurio.brokers.base import Broker
+from mercurio.errors import BrokerUnavailable
 
 EXCHANGE_TYPES = ("topic", "fanout")
 HEARTBEAT = 10

@@ -17,16 +17,12 @@ from collections.abc import Callable
 import structlog
 
 from mercurio.backoff import backoff_delay
-from mercurio.config import redact_url
+from mercurio.urls import redact_url
 
 log = structlog.get_logger("mercurio.broker")
 
 OnMessage = Callable[[bytes], None]
 OnReconnect = Callable[[], None]
-
-
-class BrokerUnavailable(Exception):
-    """The broker link is down (or closed): the message was not sent."""
 
 
 class Backoff:

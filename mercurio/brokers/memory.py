@@ -11,7 +11,8 @@ import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
-from mercurio.brokers.base import Broker, BrokerUnavailable
+from mercurio.brokers.base import Broker
+from mercurio.errors import BrokerUnavailable
 
 
 class MemoryServer:

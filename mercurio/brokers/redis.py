@@ -15,7 +15,8 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from mercurio.brokers.base import Broker, BrokerUnavailable
+from mercurio.brokers.base import Broker
+from mercurio.errors import BrokerUnavailable
 
 IDLE_PING = 15.0
 """Seconds of silence after which the subscriber pings; no answer within as long again means
