@@ -36,9 +36,9 @@ import structlog
 from mercurio.brokers import Broker, create_broker
 from mercurio.config import Settings
 from mercurio.errors import BrokerUnavailable
+from mercurio.fanout import Fanout, Ledger, LinkHealth
 from mercurio.hub import Hub
 from mercurio.model import Notification
-from mercurio.store import Store
 
 log = structlog.get_logger("mercurio.cluster")
 
@@ -247,13 +247,12 @@ class Sequencer:
 # -- the node's side of the cluster ---------------------------------------------------------
 
 
-class Cluster:
+class Cluster(Fanout):
     """Publishes this node's commits and events, sequences everyone's into the local hub."""
 
     def __init__(
         self,
         settings: Settings,
-        store: Store,
         hub: Hub,
         *,
         broker: Broker | None = None,
@@ -263,8 +262,8 @@ class Cluster:
         self.node_id = settings.node_id
         self.beacon = beacon
         self._beacon_timer: asyncio.TimerHandle | None = None
-        self.store = store
-        self.hub = hub
+        super().__init__(hub)
+        self.store: Ledger | None = None
         self.broker = broker or create_broker(
             settings.mq_conn,
             topic=settings.mq_topic,
@@ -289,9 +288,13 @@ class Cluster:
     def connected(self) -> bool:
         return self.broker.connected
 
-    async def start(self, *, connect_timeout: float = 5.0) -> None:
+    def health(self) -> LinkHealth:
+        return LinkHealth(self.broker.connected, max(0, self.broker.connects - 1))
+
+    async def start(self, ledger: Ledger, *, connect_timeout: float = 5.0) -> None:
         """Start after what the store holds now; wait a while for the broker, not forever."""
-        self.sequencer.start(await self.store.last_id())
+        self.store = ledger
+        self.sequencer.start(await ledger.last_id())
         self._publisher = asyncio.create_task(self._publish_loop(), name="mercurio-cluster-out")
         self.broker.on_reconnect = self._reconnected
         await self.broker.start(self._received, wait=connect_timeout)
@@ -361,12 +364,14 @@ class Cluster:
         self._wake.set()
 
     def read_state(self, client_id: str, frame: bytes) -> None:
-        """The client's read state changed: its streams on other nodes hear of it."""
+        """The client's read state changed: its streams here and on other nodes hear of it."""
+        self.hub.push_event(client_id, frame)
         self._controls.append(encode_read_state(self.node_id, client_id, frame))
         self._wake.set()
 
     def muted(self, client_id: str, muted: frozenset[str]) -> None:
-        """The client's muted categories changed: other nodes apply them too."""
+        """The client's muted categories changed: this node and the others apply them."""
+        self.hub.set_muted(client_id, muted)
         self._controls.append(encode_muted(self.node_id, client_id, muted))
         self._wake.set()
 
@@ -447,6 +452,7 @@ class Cluster:
 
     async def _refresh_muted(self) -> None:
         # Mute changes made elsewhere while the link was down were lost with their messages.
+        assert self.store is not None
         for client_id in self.hub.connected_clients():
             try:
                 self.hub.set_muted(client_id, await self.store.muted_categories(client_id))
@@ -455,4 +461,5 @@ class Cluster:
                 return
 
     async def _fetch(self, after: int, limit: int) -> list[Notification]:
+        assert self.store is not None, "cluster not started"
         return await self.store.committed_after(after, limit=limit)

@@ -29,19 +29,20 @@ from prometheus_client.registry import Collector
 from mercurio.stats import PUBLISH_KINDS, LatencyTally, PublishStats
 
 if TYPE_CHECKING:
-    from mercurio.node import Node
+    from mercurio.fanout import Fanout
+    from mercurio.hub import Hub
+    from mercurio.store import Store
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
-    """The metrics of one app: its own registry, so several apps can live in one process."""
+    """The metrics of one node: its own registry, so several nodes can live in one process."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.publishes = PublishStats()
+    def __init__(self, hub: Hub, store: Store, fanout: Fanout, publishes: PublishStats) -> None:
+        self.publishes = publishes
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_NodeCollector(node, self.publishes))
+        self.registry.register(_NodeCollector(hub, store, fanout, publishes))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -54,13 +55,14 @@ class Metrics:
 class _NodeCollector(Collector):
     """Reads the hub's, the store's and the broker's counters at scrape time."""
 
-    def __init__(self, node: Node, publishes: PublishStats) -> None:
-        self.node = node
+    def __init__(self, hub: Hub, store: Store, fanout: Fanout, publishes: PublishStats) -> None:
+        self.hub = hub
+        self.store = store
+        self.fanout = fanout
         self.publishes = publishes
 
     def collect(self) -> Iterable[Metric]:
-        node = self.node
-        hub = node.hub
+        hub = self.hub
         yield GaugeMetricFamily(
             "mercurio_open_streams", "SSE streams open on this node.", value=hub.open_streams
         )
@@ -114,23 +116,22 @@ class _NodeCollector(Collector):
         )
 
     def _broker(self) -> Iterable[Metric]:
-        node = self.node
-        connected = node.broker_connected
-        if connected is None:
+        health = self.fanout.health()
+        if health is None:
             return  # MERCURIO_MQ=off: no broker to report on
         yield GaugeMetricFamily(
             "mercurio_broker_up",
             "1 when the broker connection is up, 0 when it is down.",
-            value=1 if connected else 0,
+            value=1 if health.connected else 0,
         )
         yield CounterMetricFamily(
             "mercurio_broker_reconnects",
             "Times the broker connection was re-established.",
-            value=node.broker_reconnects or 0,
+            value=health.reconnects,
         )
 
     def _store(self) -> Iterable[Metric]:
-        store = self.node.store
+        store = self.store
         checked_out = GaugeMetricFamily(
             "mercurio_db_pool_checked_out",
             "Database connections in use, by pool.",

@@ -1,76 +1,61 @@
-"""One Mercurio node: the store, the hub and the broker wired together."""
+"""One Mercurio node, wired: settings → auth, hub, fan-out, store, budgets and metrics.
+
+The node builds its parts and starts and stops them in order; it makes no decision a part
+could make itself. A publish goes api → node → store → fanout → hub → stream.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from mercurio import sse
 from mercurio.auth import Authenticator
+from mercurio.cluster import Cluster
 from mercurio.config import Settings
+from mercurio.fanout import Fanout, LocalFanout
 from mercurio.hub import Hub
+from mercurio.limits import PublishBudget, RateLimiter
+from mercurio.metrics import Metrics
 from mercurio.model import NewNotification, Notification
+from mercurio.stats import PublishStats
 from mercurio.store import Store
-
-if TYPE_CHECKING:
-    from mercurio.cluster import Cluster
 
 log = structlog.get_logger("mercurio.node")
 
 
 class Node:
-    """Everything a request handler needs: publish, notify, and the parts themselves."""
+    """Everything a request handler needs: the parts, and the three writes that fan out."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fanout: Fanout | None = None) -> None:
         self.settings = settings
         self.auth = Authenticator(settings)
-        self.store = Store(settings.db_conn)
         self.hub = Hub()
-        self.store.on_commit = self._committed
-        self.cluster: Cluster | None = None
-        if settings.mq:
-            from mercurio.cluster import Cluster
-
-            self.cluster = Cluster(settings, self.store, self.hub)
+        self.fanout = fanout or build_fanout(settings, self.hub)
+        self.store = Store(settings.db_conn, on_commit=self.fanout.committed)
+        self.publish_budget = publish_budget(settings)
+        self.publish_stats = PublishStats()
+        self.metrics = Metrics(self.hub, self.store, self.fanout, self.publish_stats)
         self.started = False
 
     async def start(self) -> None:
-        """Open the store (migrating it) and start the writer."""
+        """Open the store (migrating it), then the fan-out that reads from it."""
         await self.store.start()
-        if self.cluster is not None:
-            await self.cluster.start()
+        await self.fanout.start(self.store)
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 
     async def stop(self) -> None:
-        """Close every stream, finish queued publishes, close the store."""
+        """Close every stream, finish queued publishes, close the store, then the fan-out."""
         self.hub.close_all("shutdown")
         await self.store.close()
-        if self.cluster is not None:
-            await self.cluster.close()
+        await self.fanout.close()
         self.started = False
 
-    @property
-    def broker_connected(self) -> bool | None:
-        """Whether the broker link is up; None when this node runs alone (MERCURIO_MQ=off)."""
-        return None if self.cluster is None else self.cluster.connected
-
-    @property
-    def broker_reconnects(self) -> int | None:
-        """How often the broker link was re-established; None when MQ is off."""
-        return None if self.cluster is None else max(0, self.cluster.broker.connects - 1)
-
     async def publish(self, items: list[NewNotification]) -> list[Notification]:
-        """Store items durably, then push them; answers once the rows are committed."""
+        """Store items durably; answers once the rows are committed (and handed to fan-out)."""
         return await self.store.publish(items)
-
-    def _committed(self, fresh: list[Notification]) -> None:
-        # Called by the store's single writer right after each commit, in id order.
-        if self.cluster is None:
-            self.hub.deliver(fresh)
-        else:
-            self.cluster.committed(fresh)
 
     async def notify_read_state(
         self,
@@ -81,23 +66,31 @@ class Node:
         category: str | None = None,
     ) -> dict[str, Any]:
         """Tell the client's open streams (every tab, every device) its read state changed."""
-        unread = await self.store.unread_count(client_id)
         payload = {
             "notificationID": notification_id,
             "status": status,
             "category": category,
-            "unreadCount": unread,
+            "unreadCount": await self.store.unread_count(client_id),
         }
-        frame = sse.named("read-state", payload)
-        self.hub.push_event(client_id, frame)
-        if self.cluster is not None:
-            self.cluster.read_state(client_id, frame)
+        self.fanout.read_state(client_id, sse.named("read-state", payload))
         return payload
 
     async def set_muted(self, client_id: str, muted: list[str]) -> frozenset[str]:
         """Store the client's muted categories and apply them to its open streams."""
         chosen = await self.store.set_muted_categories(client_id, muted)
-        self.hub.set_muted(client_id, chosen)
-        if self.cluster is not None:
-            self.cluster.muted(client_id, chosen)
+        self.fanout.muted(client_id, chosen)
         return chosen
+
+
+def build_fanout(settings: Settings, hub: Hub) -> Fanout:
+    """LocalFanout for one node alone; with MERCURIO_MQ=on, the cluster over the broker."""
+    return Cluster(settings, hub) if settings.mq else LocalFanout(hub)
+
+
+def publish_budget(settings: Settings) -> PublishBudget:
+    """Each publisher's budget of requests, rows and bytes, from the settings."""
+    return PublishBudget(
+        RateLimiter(settings.publish_rate, settings.publish_burst),
+        RateLimiter(settings.publish_row_rate, settings.publish_row_burst),
+        RateLimiter(settings.publish_byte_rate, settings.publish_byte_burst),
+    )

@@ -180,10 +180,13 @@ async def _insert(
 class Store:
     """The database: publishes go through one group-committing writer, reads go straight."""
 
-    def __init__(self, conn: str, *, queue_size: int = 4096) -> None:
+    def __init__(
+        self, conn: str, *, on_commit: OnCommit | None = None, queue_size: int = 4096
+    ) -> None:
         self.url = database_url(conn)
         self.dialect = make_url(self.url).get_backend_name()
-        self.on_commit: OnCommit | None = None
+        self.on_commit = on_commit
+        """Called by the writer right after each commit with what it stored, in id order."""
         self._queue: asyncio.Queue[_PublishRequest] = asyncio.Queue(maxsize=queue_size)
         self._writer: asyncio.Task[None] | None = None
         self._read_engine: AsyncEngine | None = None

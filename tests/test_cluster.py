@@ -177,20 +177,10 @@ async def test_a_doorbell_the_broker_lost_is_healed_by_the_beacon_in_a_quiet_per
     sender_hub, receiver_hub = Hub(), Hub()
     sub = Subscription("c", limit=10)
     receiver_hub.register(sub)
-    sender = Cluster(
-        load_settings({**env, "MERCURIO_NID": "a"}),
-        store,
-        sender_hub,  # type: ignore[arg-type]
-        beacon=0.05,
-    )
-    receiver = Cluster(
-        load_settings({**env, "MERCURIO_NID": "b"}),
-        store,
-        receiver_hub,  # type: ignore[arg-type]
-        beacon=0.05,
-    )
-    await sender.start()
-    await receiver.start()
+    sender = Cluster(load_settings({**env, "MERCURIO_NID": "a"}), sender_hub, beacon=0.05)
+    receiver = Cluster(load_settings({**env, "MERCURIO_NID": "b"}), receiver_hub, beacon=0.05)
+    await sender.start(store)
+    await receiver.start(store)
     try:
         real_publish = sender.broker.publish
         lost: list[bytes] = []

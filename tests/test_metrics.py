@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mercurio.api.app import create_app
 from mercurio.config import load_settings
-from mercurio.metrics import Metrics, histogram
+from mercurio.fanout import LinkHealth, LocalFanout
+from mercurio.hub import Hub
+from mercurio.metrics import histogram
 from mercurio.node import Node
 from mercurio.stats import LatencyTally
 from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id
@@ -202,24 +204,26 @@ async def test_a_remote_client_is_refused_in_process_too() -> None:
             assert (await client.get("/metrics")).status_code == status
 
 
-class _NodeWithBroker(Node):
-    """A node whose broker reports itself through the documented attributes."""
+class _LinkedFanout(LocalFanout):
+    """A fan-out whose link to other nodes reports itself through health()."""
 
-    broker_connected = False  # type: ignore[assignment]
-    broker_reconnects = 3
+    link = LinkHealth(connected=False, reconnects=3)
+
+    def health(self) -> LinkHealth:
+        return self.link
 
 
-def test_broker_state_and_reconnects_come_from_the_node() -> None:
-    node = _NodeWithBroker(load_settings({"MERCURIO_ENV": "test"}))
-    samples = parse(Metrics(node).render().decode())
+def test_broker_state_and_reconnects_come_from_the_fanout() -> None:
+    node = Node(load_settings({"MERCURIO_ENV": "test"}), fanout=_LinkedFanout(Hub()))
+    samples = parse(node.metrics.render().decode())
     assert value(samples, "mercurio_broker_up") == 0
     assert value(samples, "mercurio_broker_reconnects_total") == 3
-    node.broker_connected = True
-    assert value(parse(Metrics(node).render().decode()), "mercurio_broker_up") == 1
+    _LinkedFanout.link = LinkHealth(connected=True, reconnects=3)
+    assert value(parse(node.metrics.render().decode()), "mercurio_broker_up") == 1
 
 
 def test_a_node_without_a_broker_exports_no_broker_gauge() -> None:
-    text = Metrics(Node(load_settings({"MERCURIO_ENV": "test"}))).render().decode()
+    text = Node(load_settings({"MERCURIO_ENV": "test"})).metrics.render().decode()
     assert "mercurio_broker_up" not in text
 
 

@@ -19,8 +19,6 @@ from mercurio.api.fast_unicast import FastUnicast
 from mercurio.api.middleware import RequestContext, routes_of
 from mercurio.auth import AuthError, single_authorization
 from mercurio.config import Settings
-from mercurio.limits import PublishBudget, RateLimiter
-from mercurio.metrics import Metrics
 from mercurio.node import Node
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
@@ -174,8 +172,6 @@ def build_rest_app(node: Node) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.node = node
-    app.state.metrics = Metrics(node)
-    app.state.publish_budget = publish_budget(node.settings)
     install_error_handlers(app)
 
     @app.get("/", tags=["meta"])
@@ -196,21 +192,12 @@ def build_rest_app(node: Node) -> FastAPI:
     return app
 
 
-def publish_budget(settings: Settings) -> PublishBudget:
-    """Each publisher's budget of requests, rows and bytes, from the settings."""
-    return PublishBudget(
-        RateLimiter(settings.publish_rate, settings.publish_burst),
-        RateLimiter(settings.publish_row_rate, settings.publish_row_burst),
-        RateLimiter(settings.publish_byte_rate, settings.publish_byte_burst),
-    )
-
-
 def create_app(settings: Settings) -> ASGIApp:
     """The whole service as one ASGI application."""
     node = Node(settings)
     rest = build_rest_app(node)
     fast = FastUnicast(
-        RelativeRedirects(rest), node, rest.state.publish_budget, rest.state.metrics.publishes
+        RelativeRedirects(rest), node, node.publish_budget, node.publish_stats
     )
     app: ASGIApp = OneAuthorization(Mercurio(node, BodyLimit(fast, settings.max_body_bytes)))
     origins = settings.cors_origins

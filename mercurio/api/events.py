@@ -201,8 +201,7 @@ class _Publishing:
 
 async def _publishing(request: Request, node: NodeDep, principal: Publisher) -> _Publishing:
     """What a publish route needs: the node, its metrics, the publisher and its budget."""
-    state = request.app.state
-    return _Publishing(node, state.metrics.publishes, state.publish_budget, principal.user_id)
+    return _Publishing(node, node.publish_stats, node.publish_budget, principal.user_id)
 
 
 Publishing = Annotated[_Publishing, Depends(_publishing)]

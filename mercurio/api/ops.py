@@ -47,7 +47,8 @@ async def readyz(node: NodeDep) -> JSONResponse:
         except (StoreUnavailable, TimeoutError):
             # The driver's message may carry a host or a user name: not for an open endpoint.
             down["database"] = "unreachable"
-    if node.broker_connected is False:
+    health = node.fanout.health()
+    if health is not None and not health.connected:
         down["broker"] = "not connected"
     if down:
         return JSONResponse({"status": "unavailable", "down": down}, 503, headers=NO_STORE)
@@ -68,7 +69,7 @@ async def metrics(request: Request, node: NodeDep) -> Response:
             raise ApiError(401, "metrics need the metrics bearer key", challenge)
     elif _proxied(request.scope) or not _loopback(_client_host(request.scope)):
         raise ApiError(403, "metrics are served to loopback clients only")
-    registry: Metrics = request.app.state.metrics
+    registry: Metrics = node.metrics
     return Response(registry.render(), media_type=CONTENT_TYPE, headers=NO_STORE)
 
 
