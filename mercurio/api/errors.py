@@ -115,6 +115,4 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "not found"
         elif exc.status_code == 405:
             message = "method not allowed"
-        return error_response(
-            exc.status_code, message, dict(exc.headers) if exc.headers else None
-        )
+        return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None)
