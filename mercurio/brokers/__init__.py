@@ -1,7 +1,8 @@
 """Cross-node fan-out: one module per engine, picked by the scheme of MERCURIO_MQ_CONN.
 
 An engine's driver is imported only when its scheme is used, so a node without RabbitMQ never
-needs aio-pika (`pip install mercurio[rabbitmq]` / `mercurio[redis]` bring them in).
+needs aio-pika (`pip install mercurio[rabbitmq]` / `mercurio[redis]` / `mercurio[postgres]`
+bring them in).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ BACKENDS: dict[str, str] = {
     "redis": "mercurio.brokers.redis:RedisBroker",
     "rediss": "mercurio.brokers.redis:RedisBroker",
     "memory": "mercurio.brokers.memory:MemoryBroker",
+    "postgresql": "mercurio.brokers.postgres:PostgresBroker",
+    "postgres": "mercurio.brokers.postgres:PostgresBroker",
 }
 """URL scheme → engine class, as `module:Class`; adding an engine is one line here."""
 
@@ -48,7 +51,8 @@ def create_broker(url: str, **options: Any) -> Broker:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        extra = "rabbitmq" if scheme.startswith("amqp") else "redis"
+        engine_name = module_name.rsplit(".", 1)[-1]
+        extra = {"amqp": "rabbitmq"}.get(engine_name, engine_name)
         raise ConfigError(
             f"MERCURIO_MQ_CONN: {scheme}:// needs {exc.name}; pip install 'mercurio[{extra}]'"
         ) from None
