@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,21 +15,23 @@ import structlog
 from mercurio.brokers import Broker, create_broker
 from mercurio.brokers.memory import memory_server
 from mercurio.errors import BrokerUnavailable, ConfigError
-from tests.conftest import skip_or_fail
+from tests.conftest import PG_ADMIN_URL, skip_or_fail
+from tests.helpers import until
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(30)
 
 AMQP_URL = os.environ.get("MERCURIO_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("MERCURIO_TEST_REDIS", "redis://127.0.0.1:6379/0")
-ENGINES = ["memory", "amqp", "redis"]
+URLS = {"amqp": AMQP_URL, "redis": REDIS_URL, "postgres": PG_ADMIN_URL}
+ENGINES = ["memory", *URLS]
 
 
 async def reachable(engine: str) -> str:
     """The engine's URL, or skip (fail on CI) when its server does not answer."""
     if engine == "memory":
         return f"memory://{uuid.uuid4().hex[:8]}"
-    url = AMQP_URL if engine == "amqp" else REDIS_URL
+    url = URLS[engine]
     parts = urlsplit(url)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), 3)
@@ -107,13 +109,6 @@ async def brokers(engine: str) -> AsyncIterator[Brokers]:
         await broker.close()
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_publish_reaches_every_node_in_order_the_sender_included(brokers: Brokers) -> None:
     a, inbox_a = await brokers.make("a")
     _, inbox_b = await brokers.make("b")
@@ -163,14 +158,14 @@ async def test_cut_link_is_noticed_refused_and_healed_with_on_reconnect(
             await proxy.cut()
         else:
             memory_server(conn).down()
-        await until(lambda: not a.connected)
+        await until(lambda: not a.connected, what="a to notice the cut")
         with pytest.raises(BrokerUnavailable):
             await a.publish(b"lost")
         if proxy is not None:
             await proxy.restore()
         else:
             memory_server(conn).up()
-        await until(lambda: a.connected)
+        await until(lambda: a.connected, what="a to reconnect")
         assert reconnects == [True]
         if engine == "memory":
             await until(lambda: b.connected)
@@ -190,12 +185,17 @@ async def test_unknown_scheme_is_refused_naming_the_supported_ones() -> None:
         create_broker("kafka://user:hunter2@127.0.0.1/", topic="t")
     message = str(error.value)
     assert message.startswith("MERCURIO_MQ_CONN:")
-    assert "amqp://" in message and "redis://" in message
+    assert "amqp://" in message and "redis://" in message and "postgresql://" in message
     assert "hunter2" not in message
 
 
 @pytest.mark.parametrize(
-    "url", ["amqp://guest:hunter2@127.0.0.1:1/", "redis://:hunter2@127.0.0.1:1/0"]
+    "url",
+    [
+        "amqp://guest:hunter2@127.0.0.1:1/",
+        "redis://:hunter2@127.0.0.1:1/0",
+        "postgresql://postgres:hunter2@127.0.0.1:1/test",
+    ],
 )
 async def test_connection_url_is_logged_redacted(url: str) -> None:
     broker = create_broker(url, topic="t", reconnect_first=0.05, reconnect_cap=0.1)
