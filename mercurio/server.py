@@ -18,6 +18,7 @@ import uvicorn
 
 from mercurio.api.app import create_app
 from mercurio.config import Settings
+from mercurio.node import Node
 from mercurio.protocol import Limits, guarded_protocol
 
 log = structlog.get_logger("mercurio.server")
@@ -32,7 +33,7 @@ class MercurioServer(uvicorn.Server):
     shutdown is bounded by MERCURIO_SHUTDOWN_GRACE.
     """
 
-    def __init__(self, config: uvicorn.Config, node: Any, grace: float = 10.0) -> None:
+    def __init__(self, config: uvicorn.Config, node: Node, grace: float = 10.0) -> None:
         super().__init__(config)
         self.node = node
         self.grace = grace
@@ -92,10 +93,12 @@ def _stopped(sig: int, frame: FrameType | None) -> None:
     """The SIGTERM uvicorn raises again once the server has shut down: nothing left to do."""
 
 
-def build_server(settings: Settings, **uvicorn_options: Any) -> MercurioServer:
+def build_server(
+    settings: Settings, *, fast_unicast: bool = True, **uvicorn_options: Any
+) -> MercurioServer:
     """A configured server for the settings' host and port (TLS when a certificate is set)."""
-    app = create_app(settings)
-    node = _find_node(app)
+    node = Node(settings)
+    app = create_app(node, fast_unicast=fast_unicast)
     if settings.ssl_certfile:
         uvicorn_options.setdefault("ssl_certfile", settings.ssl_certfile)
         uvicorn_options.setdefault("ssl_keyfile", settings.ssl_keyfile)
@@ -133,12 +136,6 @@ def connection_wait(grace: float) -> int:
     return max(1, math.floor(grace) - 1)
 
 
-def _find_node(app: Any) -> Any:
-    while not hasattr(app, "node"):
-        app = app.app
-    return app.node
-
-
 def reload_app() -> Any:
     """The app factory `mercurio serve --reload` hands to uvicorn's reloader."""
     from mercurio.config import load_settings
@@ -146,4 +143,4 @@ def reload_app() -> Any:
 
     settings = load_settings()
     configure_logging(settings)
-    return create_app(settings)
+    return create_app(Node(settings))

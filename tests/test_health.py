@@ -14,6 +14,7 @@ import pytest
 
 from mercurio.api.app import create_app
 from mercurio.config import load_settings
+from mercurio.node import Node
 from tests.conftest import ServerProcess, free_port
 from tests.tcp_proxy import TcpProxy
 
@@ -43,7 +44,7 @@ async def test_probes_are_cheap_enough_to_poll(api: httpx.AsyncClient) -> None:
 
 
 async def test_readyz_is_503_before_the_node_started() -> None:
-    app = create_app(load_settings({"MERCURIO_ENV": "test"}))  # lifespan never run
+    app = create_app(Node(load_settings({"MERCURIO_ENV": "test"})))  # lifespan never run
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         answer = await client.get("/readyz")

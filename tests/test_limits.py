@@ -13,6 +13,7 @@ from mercurio.api.app import create_app
 from mercurio.config import load_settings
 from mercurio.errors import ConfigError
 from mercurio.limits import RateLimiter, retry_after
+from mercurio.node import Node
 from tests.conftest import ServerProcess, bearer, new_client_id
 from tests.streams import open_stream
 
@@ -164,7 +165,7 @@ async def test_cors_allows_credentials_for_an_explicit_origin(client: httpx.Asyn
 
 async def test_cors_with_any_origin_never_allows_credentials() -> None:
     settings = load_settings({"MERCURIO_ENV": "test", "MERCURIO_CORS_ALLOWED_ORIGINS": "*"})
-    transport = httpx.ASGITransport(app=create_app(settings))
+    transport = httpx.ASGITransport(app=create_app(Node(settings)))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         preflight = await client.options(
             "/api/events/unicast",

@@ -187,7 +187,7 @@ async def test_a_reader_that_stops_reading_is_counted_as_a_slow_disconnect(
 async def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/metrics.db"
     settings = load_settings({"MERCURIO_ENV": "test", "MERCURIO_DB_CONN": db})
-    first, second = create_app(settings), create_app(settings)
+    first, second = create_app(Node(settings)), create_app(Node(settings))
     for app in (first, second):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -197,7 +197,7 @@ async def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
 
 
 async def test_a_remote_client_is_refused_in_process_too() -> None:
-    app = create_app(load_settings({"MERCURIO_ENV": "test"}))
+    app = create_app(Node(load_settings({"MERCURIO_ENV": "test"})))
     for host, status in (("10.1.2.3", 403), ("::1", 200), ("127.0.0.1", 200)):
         transport = httpx.ASGITransport(app=app, client=(host, 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -40,6 +40,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+STORE_UNAVAILABLE = "store unavailable, retry later"
+
+
 class ApiError(Exception):
     """A request the service refuses, with its status and message."""
 
@@ -101,7 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     async def _store_error(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return error_response(503, "store unavailable, retry later", {"Retry-After": "1"})
+        return error_response(503, STORE_UNAVAILABLE, {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from starlette.types import Send
 
 from mercurio.api.deps import NodeDep, Publisher
-from mercurio.api.errors import ApiError
-from mercurio.errors import EventConflict
+from mercurio.api.errors import STORE_UNAVAILABLE, ApiError
+from mercurio.errors import EventConflict, StoreUnavailable
 from mercurio.limits import PublishBudget, retry_after
 from mercurio.model import (
     ANNOUNCEMENT,
@@ -26,7 +27,6 @@ from mercurio.model import (
     Notification,
 )
 from mercurio.node import Node
-from mercurio.stats import PublishStats
 
 router = APIRouter(prefix="/api/events", tags=["publish"])
 
@@ -187,45 +187,78 @@ def conflict(exc: EventConflict) -> ApiError:
     )
 
 
-def _answer(note: Notification) -> Published:
-    return Published(notificationID=note.id, eventID=note.event_id)
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole HTTP answer, sent the same by the raw fast path and by the framework route."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    @classmethod
+    def json(cls, status: int, value: object, extra: dict[str, str] | None = None) -> Answer:
+        body = orjson.dumps(value)
+        headers = [(b"content-type", b"application/json")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
+        headers.append((b"content-length", str(len(body)).encode()))
+        return cls(status, headers, body)
+
+    def response(self) -> Response:
+        """The answer for a FastAPI route to return."""
+        answer = Response(self.body, status_code=self.status)
+        answer.raw_headers = list(self.headers)
+        return answer
+
+    async def send(self, send: Send) -> None:
+        """The answer on a raw ASGI connection."""
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 @dataclass(frozen=True, slots=True)
 class _Publishing:
     node: Node
-    stats: PublishStats
-    budget: PublishBudget
     publisher: str
 
 
-async def _publishing(request: Request, node: NodeDep, principal: Publisher) -> _Publishing:
-    """What a publish route needs: the node, its metrics, the publisher and its budget."""
-    return _Publishing(node, node.publish_stats, node.publish_budget, principal.user_id)
+async def _publishing(node: NodeDep, principal: Publisher) -> _Publishing:
+    """What a publish route needs: the node and the publisher."""
+    return _Publishing(node, principal.user_id)
 
 
 Publishing = Annotated[_Publishing, Depends(_publishing)]
 
 
 async def _publish(
-    ctx: _Publishing, kind: str, body: _PublishIn, destinations: list[str]
+    node: Node, publisher: str, kind: str, body: _PublishIn, destinations: list[str]
 ) -> list[Notification]:
-    items = items_for(body, destinations, ctx.publisher)
-    admit(ctx.budget, ctx.node.settings.publish_max_bytes_per_request, ctx.publisher, items)
+    items = items_for(body, destinations, publisher)
+    admit(node.publish_budget, node.settings.publish_max_bytes_per_request, publisher, items)
     started = time.perf_counter()
     try:
-        stored = await ctx.node.publish(items)
+        stored = await node.publish(items)
     except EventConflict as exc:
         raise conflict(exc) from None
-    ctx.stats.record(kind, len(stored), time.perf_counter() - started)
+    node.publish_stats.record(kind, len(stored), time.perf_counter() - started)
     return stored
 
 
+async def publish_unicast(node: Node, publisher: str, request: UnicastIn) -> Answer:
+    """The one unicast, its refusals included, for the fast path and the framework route."""
+    try:
+        stored = await _publish(node, publisher, "unicast", request, [request.destinationID])
+    except StoreUnavailable:
+        return Answer.json(503, {"error": STORE_UNAVAILABLE}, {"Retry-After": "1"})
+    except ApiError as exc:
+        return Answer.json(exc.status, {"error": exc.message}, exc.headers)
+    return Answer.json(200, {"notificationID": stored[0].id, "eventID": stored[0].event_id})
+
+
 @router.post("/unicast", response_model=Published)
-async def unicast(body: UnicastIn, ctx: Publishing) -> Published:
+async def unicast(body: UnicastIn, ctx: Publishing) -> Response:
     """Notify one client."""
-    stored = await _publish(ctx, "unicast", body, [body.destinationID])
-    return _answer(stored[0])
+    answer = await publish_unicast(ctx.node, ctx.publisher, body)
+    return answer.response()
 
 
 @router.post("/broadcast", response_model=list[Published])
@@ -234,7 +267,7 @@ async def broadcast(body: BroadcastIn, ctx: Publishing) -> Response:
     limit = ctx.node.settings.max_destinations
     if len(body.destinations) > limit:
         raise ApiError(422, f"destinations: at most {limit} per broadcast")
-    stored = await _publish(ctx, "broadcast", body, body.destinations)
+    stored = await _publish(ctx.node, ctx.publisher, "broadcast", body, body.destinations)
     # Up to 10,000 answers: encoded straight to JSON, not validated as models one by one.
     answer = [{"notificationID": note.id, "eventID": note.event_id} for note in stored]
     return Response(orjson.dumps(answer), media_type="application/json")
@@ -243,5 +276,5 @@ async def broadcast(body: BroadcastIn, ctx: Publishing) -> Response:
 @router.post("/announce", response_model=Published)
 async def announce(body: AnnounceIn, ctx: Publishing) -> Published:
     """Notify every user, present and future, with one stored notification."""
-    stored = await _publish(ctx, "announce", body, [ANNOUNCEMENT])
-    return _answer(stored[0])
+    stored = await _publish(ctx.node, ctx.publisher, "announce", body, [ANNOUNCEMENT])
+    return Published(notificationID=stored[0].id, eventID=stored[0].event_id)
