@@ -1,0 +1,125 @@
+// What the user does to notifications: open one (marks it read), the per-item menu (mark read
+// or unread, delete; keyboard operable) and "Mark all read". Each change shows at once and is
+// undone if the server refuses it.
+
+import { ui } from './dom.js';
+import { state, session } from './state.js';
+import { announce, showError } from './banner.js';
+import { setUnread, scheduleCountRefresh } from './header.js';
+import { syncList } from './list.js';
+import { loadList } from './loading.js';
+
+async function setRead(id, read) {
+  const n = state.items.get(id);
+  if (!n || !!n.readAt === read) return;
+  const before = n.readAt;
+  n.readAt = read ? new Date().toISOString() : null;
+  state.countVersion++;
+  setUnread(state.unread + (read ? -1 : 1));
+  syncList();
+  try {
+    if (read) await session.api.markRead(id);
+    else await session.api.markUnread(id);
+    showError('');
+  } catch (err) {
+    n.readAt = before;
+    syncList();
+    showError(`Could not mark ${read ? 'read' : 'unread'}: ${err.message}`);
+  }
+  scheduleCountRefresh();
+}
+
+async function removeItem(id) {
+  const n = state.items.get(id);
+  if (!n) return;
+  state.items.delete(id);
+  if (!n.readAt) { state.countVersion++; setUnread(state.unread - 1); }
+  syncList();
+  try {
+    await session.api.remove(id);
+    showError('');
+    announce('Notification deleted');
+  } catch (err) {
+    if (err.status !== 404) {
+      state.items.set(id, n);
+      syncList();
+      showError(`Could not delete: ${err.message}`);
+    }
+  }
+  scheduleCountRefresh();
+}
+
+export async function markAllRead() {
+  const category = state.filter.category || undefined;
+  const now = new Date().toISOString();
+  for (const n of state.items.values()) if (!n.readAt && (!category || n.category === category)) n.readAt = now;
+  state.countVersion++;
+  if (!category) setUnread(0);
+  syncList();
+  try {
+    await session.api.markAllRead(category);
+    showError('');
+    announce(category ? `All “${category}” notifications marked read` : 'All notifications marked read');
+  } catch (err) {
+    showError(`Could not mark all read: ${err.message}`);
+    loadList().catch(() => {});
+  }
+  scheduleCountRefresh(0);
+}
+
+let openMenu = null;
+
+function closeMenu({ focus = false } = {}) {
+  if (!openMenu) return;
+  const { btn, menu } = openMenu;
+  menu.hidden = true;
+  btn.setAttribute('aria-expanded', 'false');
+  btn.closest('.item')?.classList.remove('menu-open');
+  openMenu = null;
+  if (focus) btn.focus();
+}
+
+function toggleMenu(btn) {
+  const menu = btn.nextElementSibling;
+  if (openMenu && openMenu.btn === btn) { closeMenu(); return; }
+  closeMenu();
+  menu.hidden = false;
+  btn.setAttribute('aria-expanded', 'true');
+  btn.closest('.item')?.classList.add('menu-open');
+  openMenu = { btn, menu };
+  menu.querySelector('.menu-item')?.focus();
+}
+
+export function wireItemActions() {
+  ui.list.addEventListener('click', (e) => {
+    const li = e.target.closest('.item');
+    if (!li) return;
+    const id = Number(li.dataset.id);
+    const menuBtn = e.target.closest('.menu-btn');
+    if (menuBtn) { toggleMenu(menuBtn); return; }
+    const action = e.target.closest('.menu-item');
+    if (action) {
+      closeMenu({ focus: action.dataset.action !== 'delete' });
+      if (action.dataset.action === 'delete') removeItem(id);
+      else setRead(id, li.dataset.read === 'false');
+      return;
+    }
+    if (e.target.closest('.item-main')) setRead(id, true);
+  });
+
+  ui.list.addEventListener('keydown', (e) => {
+    if (!openMenu) return;
+    const items = [...openMenu.menu.querySelectorAll('.menu-item')];
+    const i = items.indexOf(document.activeElement);
+    if (e.key === 'Escape') { e.preventDefault(); closeMenu({ focus: true }); }
+    else if (e.key === 'ArrowDown') { e.preventDefault(); items[(i + 1) % items.length].focus(); }
+    else if (e.key === 'ArrowUp') { e.preventDefault(); items[(i - 1 + items.length) % items.length].focus(); }
+    else if (e.key === 'Home') { e.preventDefault(); items[0].focus(); }
+    else if (e.key === 'End') { e.preventDefault(); items[items.length - 1].focus(); }
+    else if (e.key === 'Tab') closeMenu();
+  });
+
+  document.addEventListener('click', (e) => {
+    if (openMenu && !openMenu.btn.closest('.item-menu').contains(e.target)) closeMenu();
+  });
+}
