@@ -13,9 +13,9 @@ from mercurio.client import (
     AsyncMercurio,
     Mercurio,
     MercurioError,
-    Notification,
-    Published,
+    PublishReceipt,
     ReadState,
+    ReceivedNotification,
     Reset,
     TokenExpired,
     TokenProvider,
@@ -94,7 +94,7 @@ def send(
     options: dict[str, Any] = {"category": category, "event_id": event_id, "source_id": source}
     try:
         with Mercurio(url, token) as mercurio:
-            sent: list[tuple[str, Published]]
+            sent: list[tuple[str, PublishReceipt]]
             if everyone:
                 sent = [("everyone", mercurio.announce(value, **options))]
             elif len(to) == 1:
@@ -117,7 +117,7 @@ def _one_line(data: Any) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def format_notification(note: Notification) -> str:
+def format_notification(note: ReceivedNotification) -> str:
     """One line: local time, id, category, source, data."""
     moment = note.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if note.created_at else "?"
     return (
@@ -152,7 +152,7 @@ async def _listen(
         ) as events,
     ):
         async for event in events:
-            if isinstance(event, Notification):
+            if isinstance(event, ReceivedNotification):
                 typer.echo(format_notification(event))
             elif isinstance(event, ReadState):
                 which = "all" if event.notification_id is None else f"#{event.notification_id}"

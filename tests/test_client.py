@@ -15,21 +15,22 @@ import pytest
 
 from mercurio.client import (
     AsyncMercurio,
-    Backoff,
     Event,
     Mercurio,
     MercurioError,
     MercurioUnavailable,
-    Notification,
+    NotificationStream,
     ReadState,
+    ReceivedNotification,
     Reset,
-    Subscription,
+    RetryPolicy,
     TokenExpired,
 )
 from tests.conftest import ServerProcess, bearer, free_port, make_token, new_client_id
+from tests.helpers import until
 
 PUBLISHER_TOKEN = make_token("666", publisher=True)
-FAST = Backoff(attempts=40, base=0.05, cap=0.4)
+FAST = RetryPolicy(attempts=40, base=0.05, cap=0.4)
 E = TypeVar("E")
 
 
@@ -162,7 +163,7 @@ def stored_sync(url: str, client: str) -> list[dict[str, Any]]:
 class Collector:
     """Reads a subscription in a background task, so a test can await events with timeouts."""
 
-    def __init__(self, sub: Subscription) -> None:
+    def __init__(self, sub: NotificationStream) -> None:
         self.sub = sub
         self.queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
         self.task = asyncio.create_task(self._pump())
@@ -175,7 +176,7 @@ class Collector:
         except Exception as exc:
             await self.queue.put(exc)
 
-    async def next(self, kind: type[E] = Notification, timeout: float = 15) -> E:  # type: ignore[assignment]
+    async def next(self, kind: type[E] = ReceivedNotification, timeout: float = 15) -> E:  # type: ignore[assignment]
         """The next event of that kind, skipping others."""
         deadline = time.monotonic() + timeout
         while True:
@@ -214,19 +215,12 @@ class Collector:
 
 
 @contextlib.asynccontextmanager
-async def collecting(sub: Subscription) -> AsyncIterator[Collector]:
+async def collecting(sub: NotificationStream) -> AsyncIterator[Collector]:
     collector = Collector(sub)
     try:
         yield collector
     finally:
         await collector.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 # -- publishing -----------------------------------------------------------------------------
@@ -368,7 +362,7 @@ async def test_429_and_503_are_retried_after_retry_after(
         proxy.script = ["status:503:0"] * 3
         with pytest.raises(MercurioUnavailable) as gave_up:
             async with AsyncMercurio(
-                proxy.url, PUBLISHER_TOKEN, backoff=Backoff(attempts=3, base=0.01)
+                proxy.url, PUBLISHER_TOKEN, backoff=RetryPolicy(attempts=3, base=0.01)
             ) as impatient:
                 await impatient.publish(client, "never")
         assert gave_up.value.status == 503
@@ -379,7 +373,7 @@ async def test_429_and_503_are_retried_after_retry_after(
 @pytest.mark.timeout(60)
 async def test_unreachable_server_gives_up_with_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    async with AsyncMercurio(url, PUBLISHER_TOKEN, backoff=Backoff(attempts=3, base=0.01)) as m:
+    async with AsyncMercurio(url, PUBLISHER_TOKEN, backoff=RetryPolicy(attempts=3, base=0.01)) as m:
         with pytest.raises(MercurioUnavailable) as error:
             await m.publish("123", "nobody home")
     assert error.value.status is None
@@ -395,7 +389,7 @@ async def test_publish_retries_across_a_server_restart(
     first = make_server(port=port)
     first.stop()
     client = new_client_id()
-    patient = Backoff(attempts=1000, base=0.05, cap=0.3)  # a loaded machine starts slowly
+    patient = RetryPolicy(attempts=1000, base=0.05, cap=0.3)  # a loaded machine starts slowly
     async with AsyncMercurio(first.url, PUBLISHER_TOKEN, backoff=patient) as mercurio:
         publishing = asyncio.create_task(mercurio.publish(client, "while you were down"))
         await asyncio.sleep(1.0)
@@ -423,7 +417,7 @@ async def test_subscribe_receives_typed_events(
     ):
         await until(lambda: events.sub.connections == 1)
         sent = [await mercurio.publish(client, f"n{i}", category="news") for i in range(3)]
-        got = [await events.next(Notification) for _ in range(3)]
+        got = [await events.next(ReceivedNotification) for _ in range(3)]
         assert [(n.notification_id, n.event_id, n.data) for n in got] == [
             (p.notification_id, p.event_id, f"n{i}") for i, p in enumerate(sent)
         ]
@@ -526,7 +520,7 @@ async def test_subscribe_survives_a_server_restart_without_loss_or_duplicate(
             got = [await events.next() for _ in range(3)]
             assert [n.notification_id for n in got] == [p.notification_id for p in after]
             await asyncio.sleep(0.5)
-            assert [e for e in events.pending() if isinstance(e, Notification)] == []
+            assert [e for e in events.pending() if isinstance(e, ReceivedNotification)] == []
             assert sub.connections == 2
     assert statuses[0] == "connected" and "connected" in statuses[1:]
 
@@ -557,7 +551,7 @@ async def test_subscribe_resumes_after_a_network_drop_by_replay(
             assert [n.notification_id for n in got] == [p.notification_id for p in missed]
             live = await direct.publish(client, "live again")
             assert (await events.next()).notification_id == live.notification_id
-            assert [e for e in events.pending() if isinstance(e, Notification)] == []
+            assert [e for e in events.pending() if isinstance(e, ReceivedNotification)] == []
             assert sub.last_event_id == str(live.notification_id)
 
 
@@ -588,7 +582,7 @@ async def test_subscribe_ends_on_token_expired_without_a_provider(server: Server
             await until(lambda: sub.connections == 1)
             sent = await mercurio.publish(client, "before expiry")
             seen = await events.end(timeout=15)
-    assert [type(e) for e in seen] == [Notification, TokenExpired]
+    assert [type(e) for e in seen] == [ReceivedNotification, TokenExpired]
     assert seen[1] == TokenExpired(sent.notification_id)
 
 
