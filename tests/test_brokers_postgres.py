@@ -7,6 +7,7 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -16,7 +17,8 @@ from mercurio.config import load_settings
 from mercurio.errors import ConfigError
 from tests.conftest import new_client_id
 from tests.helpers import until
-from tests.test_brokers import Brokers, reachable
+from tests.tcp_proxy import TcpProxy
+from tests.test_brokers import Brokers, reachable, via
 from tests.test_cluster import Nodes, Watch, check_exactly_once
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,6 +108,33 @@ def test_a_cluster_on_postgresql_alone_is_accepted_and_sqlite_still_refused() ->
                 "MERCURIO_DB_CONN": "sqlite:///mercurio.db",
             }
         )
+
+
+async def test_a_link_that_goes_silent_without_closing_is_noticed_and_replaced(
+    brokers: Brokers,
+) -> None:
+    upstream = urlsplit(brokers.url)
+    proxy = await TcpProxy(upstream.hostname or "127.0.0.1", upstream.port or 0).start()
+    try:
+        a = create_broker(
+            via(brokers.url, proxy.port),
+            topic=brokers.topic,
+            keepalive=0.3,
+            reconnect_first=0.05,
+            reconnect_cap=0.2,
+        )
+        brokers.started.append(a)
+        heard: list[bytes] = []
+        await a.start(heard.append, wait=10)
+        # No FIN, no RST: the proxy just stops moving bytes, like a dead NAT entry.
+        for writer in list(proxy._writers):
+            writer.transport.pause_reading()
+        await until(lambda: not a.connected, what="the keepalive to notice the silence")
+        await until(lambda: a.connected, what="a new connection")
+        await a.publish(b"over the new link")
+        await until(lambda: heard == [b"over the new link"], what="the message")
+    finally:
+        await proxy.close()
 
 
 # -- two node processes ----------------------------------------------------------------------

@@ -73,8 +73,9 @@ class PostgresBroker(Broker):
     max_message_bytes = 7999
     """NOTIFY's payload must be shorter than 8000 bytes (the server's default build)."""
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, *, keepalive: float = KEEPALIVE, **options: Any) -> None:
         super().__init__(url, **options)
+        self.keepalive = keepalive
         self.channel = channel_name(self.topic, self.routing_key)
         self._connection: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
@@ -96,7 +97,7 @@ class PostgresBroker(Broker):
     async def _run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._lost.wait(), KEEPALIVE)
+                await asyncio.wait_for(self._lost.wait(), self.keepalive)
             except TimeoutError:
                 await self._keepalive()
                 continue
@@ -107,7 +108,7 @@ class PostgresBroker(Broker):
         if connection is None:
             raise ConnectionError("PostgreSQL connection dropped")
         async with self._lock:
-            await connection.fetchval("SELECT 1", timeout=KEEPALIVE)
+            await connection.fetchval("SELECT 1", timeout=self.keepalive)
 
     async def _disconnect(self) -> None:
         connection = self._connection
