@@ -53,3 +53,13 @@ stream_tickets = sa.Table(
     sa.Column("expires_at", sa.Float(), nullable=False),
     sa.Index("ix_stream_tickets_expires_at", "expires_at"),
 )
+
+# How far each durable consumer (consumers.py) has read the ledger: the id of the last
+# notification it handled. The row is also the consumer's lock: one node holds it at a time.
+consumer_cursors = sa.Table(
+    "consumer_cursors",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
