@@ -624,3 +624,94 @@ async def test_token_provider_replaces_a_token_refused_with_401(server: ServerPr
             await until(lambda: sub.connections == 1)
             sent = await mercurio.publish(client, "hello")
             assert (await events.next()).notification_id == sent.notification_id
+
+
+# -- one body per call: the sync and async clients send the very same requests ---------------
+
+
+class Recorder:
+    """A scripted server for httpx.MockTransport that records every request it is sent.
+
+    Each call (by event id) answers from its own script: one failure per entry (a status, or
+    None for a connect error), then success. Both clients get a fresh recorder with the same script.
+    """
+
+    def __init__(self, failures: list[int | None]) -> None:
+        self.failures = failures
+        self.seen: list[tuple[str, str, list[tuple[str, str]], Any]] = []
+        self._left: dict[str, list[int | None]] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        headers = sorted((k, v) for k, v in request.headers.items() if k != "content-length")
+        body = json.loads(request.content) if request.content else None
+        self.seen.append((request.method, str(request.url), headers, body))
+        left = self._left.setdefault(body["id"], list(self.failures))
+        if left:
+            status = left.pop(0)
+            if status is None:
+                raise httpx.ConnectError("refused", request=request)
+            return httpx.Response(status, headers={"Retry-After": "0"}, json={"error": "busy"})
+        if request.url.path.endswith("/broadcast"):
+            ids = [(i, body["id"]) for i in range(len(body["destinations"]))]
+            return httpx.Response(200, json=[{"notificationID": n, "eventID": e} for n, e in ids])
+        return httpx.Response(200, json={"notificationID": 7, "eventID": body["id"]})
+
+
+NO_WAIT = RetryPolicy(attempts=4, base=0.0, cap=0.0)
+
+
+async def _every_call_async(http: httpx.AsyncClient) -> list[Any]:
+    async with AsyncMercurio("http://hub.test/", PUBLISHER_TOKEN, backoff=NO_WAIT, http=http) as m:
+        return [
+            await m.publish("123", "hi", event_id="e-1"),
+            await m.publish("123", {"n": 1}, category="c", event_id="e-2", source_id="billing"),
+            await m.broadcast(["1", "2"], "all", event_id="e-3", category="ops"),
+            await m.announce("news", event_id="e-4"),
+        ]
+
+
+def _every_call_sync(http: httpx.Client) -> list[Any]:
+    with Mercurio("http://hub.test/", PUBLISHER_TOKEN, backoff=NO_WAIT, http=http) as m:
+        return [
+            m.publish("123", "hi", event_id="e-1"),
+            m.publish("123", {"n": 1}, category="c", event_id="e-2", source_id="billing"),
+            m.broadcast(["1", "2"], "all", event_id="e-3", category="ops"),
+            m.announce("news", event_id="e-4"),
+        ]
+
+
+@pytest.mark.parametrize(
+    "failures", [[], [503, None, 429]], ids=["first-try", "after-503-connect-error-429"]
+)
+async def test_sync_and_async_clients_send_identical_requests_for_every_call(
+    failures: list[int | None],
+) -> None:
+    async_server, sync_server = Recorder(failures), Recorder(failures)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(async_server)) as http:
+        async_results = await _every_call_async(http)
+    with httpx.Client(transport=httpx.MockTransport(sync_server)) as sync_http:
+        sync_results = _every_call_sync(sync_http)
+
+    assert sync_server.seen == async_server.seen
+    assert sync_results == async_results
+    paths = [url.removeprefix("http://hub.test") for _, url, _, _ in async_server.seen]
+    calls = ["unicast", "unicast", "broadcast", "announce"]
+    assert paths == [f"/api/events/{c}" for c in calls for _ in range(len(failures) + 1)]
+    bodies = [body for *_, body in async_server.seen]
+    assert bodies[-1] == {"id": "e-4", "sourceID": "666", "data": "news"}
+
+
+async def test_a_refusal_is_raised_alike_by_both_clients_after_one_request() -> None:
+    async_server, sync_server = Recorder([409]), Recorder([409])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(async_server)) as http:
+        with pytest.raises(MercurioError) as async_refusal:
+            await _every_call_async(http)
+    with httpx.Client(transport=httpx.MockTransport(sync_server)) as sync_http:
+        with pytest.raises(MercurioError) as sync_refusal:
+            _every_call_sync(sync_http)
+
+    assert sync_server.seen == async_server.seen
+    assert len(async_server.seen) == 1
+    assert (sync_refusal.value.status, sync_refusal.value.message) == (409, "busy")
+    assert (async_refusal.value.status, async_refusal.value.message) == (409, "busy")
+    assert not isinstance(async_refusal.value, MercurioUnavailable)
