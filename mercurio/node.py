@@ -14,6 +14,7 @@ from mercurio import sse
 from mercurio.auth import Authenticator
 from mercurio.cluster import Cluster
 from mercurio.config import Settings
+from mercurio.consumers import ConsumerRunner, each_commit
 from mercurio.fanout import Fanout, LocalFanout
 from mercurio.hub import Hub
 from mercurio.limits import PublishBudget, RateLimiter
@@ -33,7 +34,11 @@ class Node:
         self.auth = Authenticator(settings)
         self.hub = Hub()
         self.fanout = fanout or build_fanout(settings, self.hub)
-        self.store = Store(settings.db_conn, on_commit=self.fanout.committed)
+        # No durable consumer yet (Web Push and e-mail come next); a local commit rings them.
+        self.consumers = ConsumerRunner(consumers=[])
+        self.store = Store(
+            settings.db_conn, on_commit=each_commit(self.fanout.committed, self.consumers.committed)
+        )
         self.publish_budget = publish_budget(settings)
         self.publish_stats = PublishStats()
         self.metrics = Metrics(self.hub, self.store, self.fanout, self.publish_stats)
@@ -43,12 +48,14 @@ class Node:
         """Open the store (migrating it), then the fan-out that reads from it."""
         await self.store.start()
         await self.fanout.start(self.store)
+        await self.consumers.start(self.store, self.store._writer_engine())
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 
     async def stop(self) -> None:
         """Close every stream, finish queued publishes, close the store, then the fan-out."""
         self.hub.close_all("shutdown")
+        await self.consumers.close()
         await self.store.close()
         await self.fanout.close()
         self.started = False
