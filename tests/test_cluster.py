@@ -1,5 +1,6 @@
-"""Many nodes as one service: the sequencer on its own, then three real node processes over
-PostgreSQL and RabbitMQ or Redis, with a node killed and a broker link cut."""
+"""Many nodes as one service: two Clusters in one process over the memory broker, then three
+real node processes over PostgreSQL and RabbitMQ or Redis, with a node killed and a broker link
+cut. The sequencer's own tests are in test_sequencer.py."""
 
 from __future__ import annotations
 
@@ -19,137 +20,23 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from mercurio.cluster import Sequencer, decode_notes, encode_notes
+from mercurio.cluster import decode_notes, encode_notes
 from mercurio.config import load_settings
 from mercurio.errors import ConfigError
 from mercurio.model import Notification
 from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
+from tests.helpers import until
 from tests.streams import Received, Stream, open_stream
 from tests.tcp_proxy import TcpProxy
 from tests.test_brokers import reachable, via
 
-# -- the sequencer, against a fake ledger ----------------------------------------------------
+pytestmark = pytest.mark.timeout(60)
+
+# -- two Clusters in one process, over the memory broker -------------------------------------
 
 
 def note(nid: int, client: str = "c") -> Notification:
     return Notification(nid, f"e{nid}", "s", client, "general", "{}", datetime.now(UTC))
-
-
-class Ledger:
-    """A stand-in for Store.committed_after: the committed notifications, and a read count."""
-
-    def __init__(self, ids: list[int]) -> None:
-        self.notes = {nid: note(nid) for nid in ids}
-        self.reads = 0
-        self.fail = 0
-
-    async def fetch(self, after: int, limit: int) -> list[Notification]:
-        self.reads += 1
-        if self.fail:
-            self.fail -= 1
-            raise OSError("database went away")
-        return [self.notes[nid] for nid in sorted(self.notes) if nid > after][:limit]
-
-
-@pytest.fixture
-async def sequenced() -> AsyncIterator[Callable[..., tuple[Sequencer, Ledger, list[int]]]]:
-    made: list[Sequencer] = []
-
-    def _make(
-        ids: list[int], *, start: int = 0, page: int = 1000
-    ) -> tuple[Sequencer, Ledger, list[int]]:
-        ledger = Ledger(ids)
-        delivered: list[int] = []
-        sequencer = Sequencer(
-            ledger.fetch,
-            lambda notes: delivered.extend(n.id for n in notes),
-            debounce=0.005,
-            page=page,
-            retry=0.01,
-        )
-        sequencer.start(start)
-        made.append(sequencer)
-        return sequencer, ledger, delivered
-
-    yield _make
-    for sequencer in made:
-        await sequencer.close()
-
-
-async def settle(sequencer: Sequencer) -> None:
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if sequencer.target <= sequencer.watermark and not sequencer.pending:
-            return
-
-
-pytestmark = pytest.mark.timeout(60)
-
-
-async def test_doorbells_racing_out_of_order_reach_the_hub_in_id_order(sequenced: Any) -> None:
-    sequencer, ledger, delivered = sequenced([1, 2, 3, 4, 5, 6])
-    sequencer.offer([note(4), note(5)])
-    sequencer.offer([note(6)])
-    sequencer.offer([note(1), note(2), note(3)])
-    assert delivered == [1, 2, 3, 4, 5, 6]
-    await settle(sequencer)
-    assert ledger.reads == 0
-
-
-async def test_hole_left_by_a_rollback_is_closed_by_one_store_read(sequenced: Any) -> None:
-    sequencer, ledger, delivered = sequenced([1, 3, 4])
-    sequencer.offer([note(1)])
-    sequencer.offer([note(3), note(4)])
-    assert delivered == [1]
-    await settle(sequencer)
-    assert delivered == [1, 3, 4]
-    assert ledger.reads == 1
-    sequencer.offer([note(5)])
-    assert delivered == [1, 3, 4, 5]
-
-
-async def test_lost_doorbells_are_read_from_the_store_in_order(sequenced: Any) -> None:
-    sequencer, _, delivered = sequenced(list(range(1, 11)))
-    sequencer.offer([note(10)])
-    await settle(sequencer)
-    assert delivered == list(range(1, 11))
-
-
-async def test_a_burst_of_holes_costs_one_store_read(sequenced: Any) -> None:
-    sequencer, ledger, delivered = sequenced(list(range(1, 201)))
-    for nid in range(2, 201, 2):
-        sequencer.offer([note(nid)])
-    await settle(sequencer)
-    assert delivered == list(range(1, 201))
-    assert ledger.reads == 1
-
-
-async def test_resync_after_a_reconnect_reads_everything_page_by_page(sequenced: Any) -> None:
-    sequencer, ledger, delivered = sequenced(list(range(1, 2501)), start=0, page=1000)
-    sequencer.resync()
-    await settle(sequencer)
-    await asyncio.sleep(0.05)
-    assert delivered == list(range(1, 2501))
-    assert ledger.reads == 3
-
-
-async def test_head_naming_a_deleted_id_does_not_stall_the_sequence(sequenced: Any) -> None:
-    sequencer, _, delivered = sequenced([1, 2])  # 3 was deleted before anyone read it
-    sequencer.observe(3)
-    await settle(sequencer)
-    assert delivered == [1, 2]
-    assert sequencer.watermark == 3
-    sequencer.offer([note(4)])
-    assert delivered == [1, 2, 4]
-
-
-async def test_store_failure_is_retried_not_skipped(sequenced: Any) -> None:
-    sequencer, ledger, delivered = sequenced([1, 2, 3])
-    ledger.fail = 2
-    sequencer.offer([note(3)])
-    await settle(sequencer)
-    assert delivered == [1, 2, 3]
-    assert ledger.reads == 3
 
 
 class FakeStore:
@@ -192,13 +79,11 @@ async def test_a_doorbell_the_broker_lost_is_healed_by_the_beacon_in_a_quiet_per
             await real_publish(body)
 
         sender.broker.publish = lossy  # type: ignore[method-assign]
-        await asyncio.sleep(0.3)  # the receiver's start-up read of the store is over
+        # Once the receiver's start-up read of the store is over, only the beacon can heal.
+        await until(lambda: receiver.sequencer.fetches >= 1, what="the start-up read")
         store.notes.append(note(1))
         sender.committed([store.notes[-1]])
-        for _ in range(300):
-            if sub.buffer:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(sub.buffer), what="the beacon to heal the lost doorbell")
         assert lost, "the doorbell was never sent"
         assert [nid for nid, _ in sub.buffer] == [1]
     finally:
@@ -370,14 +255,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def until(condition: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(why())
-        await asyncio.sleep(0.05)
 
 
 def check_exactly_once(
