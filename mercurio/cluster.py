@@ -4,12 +4,7 @@ through a sequencer that hands them to the local hub strictly in id order.
 The sequencer (mercurio/sequencer.py) says why arrival order proves nothing and how the store,
 which is the ledger, fills every hole; an outage loses nothing (DESIGN.md invariant 5).
 
-Wire format (orjson, compact): {"n": node id, "k": kind, ...} with kind
-  "n" notifications: "b": [[id, event id, source id, client id, category, data json,
-                             created at in µs since the epoch], …] in id order
-  "h" head: "i": the highest id the sender committed (sent after it reconnects)
-  "r" read state: "c": client id, "f": the SSE frame to push to that client's streams
-  "m" muted categories: "c": client id, "m": [categories]
+What goes over the broker is in mercurio/wire.py.
 """
 
 from __future__ import annotations
@@ -18,8 +13,6 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import orjson
 import structlog
@@ -31,69 +24,21 @@ from mercurio.fanout import Fanout, Ledger, LinkHealth
 from mercurio.hub import Hub
 from mercurio.model import Notification
 from mercurio.sequencer import Sequencer
+from mercurio.wire import (
+    decode_notes,
+    encode_head,
+    encode_muted,
+    encode_notes,
+    encode_read_state,
+)
 
 log = structlog.get_logger("mercurio.cluster")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NOTES_PER_MESSAGE = 1000
 CONTROL_BACKLOG = 1000
 """Read-state and mute messages kept while the link is down, sent when it is back."""
 OUTBOX_LIMIT = 50_000
 """Notifications waiting for the broker; beyond this the doorbell is replaced by a head."""
-
-# -- wire format ----------------------------------------------------------------------------
-
-
-def _micros(moment: datetime) -> int:
-    delta = moment - EPOCH if moment.tzinfo else moment.replace(tzinfo=UTC) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def encode_notes(node_id: str, notes: Sequence[Notification]) -> bytes:
-    """A doorbell carrying whole notifications, so receivers need not read the store."""
-    rows = [
-        (
-            note.id,
-            note.event_id,
-            note.source_id,
-            note.client_id,
-            note.category,
-            note.data_json,
-            _micros(note.created_at),
-        )
-        for note in notes
-    ]
-    return orjson.dumps({"n": node_id, "k": "n", "b": rows})
-
-
-def decode_notes(rows: list[list[Any]]) -> list[Notification]:
-    return [
-        Notification(
-            int(row[0]),
-            str(row[1]),
-            str(row[2]),
-            str(row[3]),
-            str(row[4]),
-            str(row[5]),
-            EPOCH + timedelta(microseconds=int(row[6])),
-        )
-        for row in rows
-    ]
-
-
-def encode_head(node_id: str, last_id: int) -> bytes:
-    return orjson.dumps({"n": node_id, "k": "h", "i": last_id})
-
-
-def encode_read_state(node_id: str, client_id: str, frame: bytes) -> bytes:
-    return orjson.dumps({"n": node_id, "k": "r", "c": client_id, "f": frame.decode()})
-
-
-def encode_muted(node_id: str, client_id: str, muted: frozenset[str]) -> bytes:
-    return orjson.dumps({"n": node_id, "k": "m", "c": client_id, "m": sorted(muted)})
-
-
-# -- the node's side of the cluster ---------------------------------------------------------
 
 
 class Cluster(Fanout):

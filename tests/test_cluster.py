@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from mercurio.cluster import decode_notes, encode_notes
 from mercurio.config import load_settings
 from mercurio.errors import ConfigError
 from mercurio.model import Notification
+from mercurio.wire import decode_notes, encode_notes
 from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
 from tests.helpers import until
 from tests.streams import Received, Stream, open_stream
