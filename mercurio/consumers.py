@@ -99,6 +99,8 @@ class ConsumerRunner:
         self.handled: dict[str, int] = dict.fromkeys(names, 0)
         """Notifications each consumer handled on this node (committed batches only)."""
         self.failures: dict[str, int] = dict.fromkeys(names, 0)
+        self.held_elsewhere: dict[str, int] = dict.fromkeys(names, 0)
+        """Claims that found the cursor held by another node (which handles that batch)."""
         self._bells: dict[str, asyncio.Event] = {name: asyncio.Event() for name in names}
         self._closing = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -186,6 +188,7 @@ class ConsumerRunner:
         async with self._engine_().begin() as conn:
             position = await _claim(conn, consumer.name)
             if position is None:
+                self.held_elsewhere[consumer.name] += 1
                 return None, False  # another node holds the cursor; look again after a while
             notes = await _page_after(conn, position, self.page_size)
             if not notes:
