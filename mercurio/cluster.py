@@ -58,12 +58,7 @@ class Cluster(Fanout):
         self._beacon_timer: asyncio.TimerHandle | None = None
         super().__init__(hub)
         self.store: Ledger | None = None
-        self.broker = broker or create_broker(
-            settings.mq_conn,
-            topic=settings.mq_topic,
-            routing_key=settings.mq_routing_key,
-            node_id=self.node_id,
-        )
+        self.broker = self._link(settings, broker)
         self.sequencer = Sequencer(self._fetch, hub.deliver, debounce=debounce)
         self._outbox: deque[Sequence[Notification]] = deque()
         self._outbox_size = 0
@@ -78,6 +73,21 @@ class Cluster(Fanout):
         self.messages_out = 0
         self.publish_failures = 0
 
+    def _link(self, settings: Settings, broker: Broker | None) -> Broker:
+        """The broker of settings, or the one given (a test's), wired to this cluster."""
+        if broker is None:
+            return create_broker(
+                settings.mq_conn,
+                topic=settings.mq_topic,
+                routing_key=settings.mq_routing_key,
+                node_id=self.node_id,
+                on_message=self._received,
+                on_reconnect=self._reconnected,
+            )
+        broker.on_message = self._received
+        broker.on_reconnect = self._reconnected
+        return broker
+
     @property
     def connected(self) -> bool:
         return self.broker.connected
@@ -90,8 +100,7 @@ class Cluster(Fanout):
         self.store = ledger
         self.sequencer.start(await ledger.last_id())
         self._publisher = asyncio.create_task(self._publish_loop(), name="mercurio-cluster-out")
-        self.broker.on_reconnect = self._reconnected
-        await self.broker.start(self._received, wait=connect_timeout)
+        await self.broker.start(wait=connect_timeout)
         if not self.broker.connected:
             log.warning("cluster.broker_unreachable", url=self.broker.redacted_url)
 

@@ -46,6 +46,10 @@ class Backoff:
 class Broker(ABC):
     """Fans bytes out to every node subscribed to the same topic, the publisher included."""
 
+    max_message_bytes: int | None = None
+    """The largest body publish accepts, or None when the engine sets no practical limit;
+    the owner sends a bigger message some other way (the Cluster sends a head)."""
+
     def __init__(
         self,
         url: str,
@@ -53,6 +57,8 @@ class Broker(ABC):
         topic: str,
         routing_key: str = "notifications",
         node_id: str = "",
+        on_message: OnMessage | None = None,
+        on_reconnect: OnReconnect | None = None,
         reconnect_first: float = 0.2,
         reconnect_cap: float = 10.0,
     ) -> None:
@@ -60,11 +66,12 @@ class Broker(ABC):
         self.topic = topic
         self.routing_key = routing_key
         self.node_id = node_id
-        self.on_reconnect: OnReconnect | None = None
+        self.on_message = on_message
+        """Called for each message received, in the order the broker hands them over."""
+        self.on_reconnect = on_reconnect
         """Called after every (re)connection, the first included: anything published while
         the link was down never reached this node, so the owner catches up from the store."""
         self.connects = 0
-        self._on_message: OnMessage | None = None
         self._backoff = Backoff(reconnect_first, reconnect_cap)
         self._up = asyncio.Event()
         self._closing = False
@@ -79,12 +86,13 @@ class Broker(ABC):
     def redacted_url(self) -> str:
         return redact_url(self.url)
 
-    async def start(self, on_message: OnMessage, *, wait: float = 0.0) -> None:
+    async def start(self, on_message: OnMessage | None = None, *, wait: float = 0.0) -> None:
         """Keep the link up from now on; wait up to `wait` seconds for the first connection.
 
-        on_message runs for each message received, in the order the broker hands them over.
+        An on_message given here replaces the one given when the broker was built.
         """
-        self._on_message = on_message
+        if on_message is not None:
+            self.on_message = on_message
         self._supervisor = asyncio.create_task(self._supervise(), name="mercurio-broker")
         if wait > 0:
             with contextlib.suppress(TimeoutError):
@@ -118,8 +126,8 @@ class Broker(ABC):
         """Release whatever _connect opened; never raise."""
 
     def _received(self, body: bytes) -> None:
-        if self._on_message is not None:
-            self._on_message(body)
+        if self.on_message is not None:
+            self.on_message(body)
 
     async def _supervise(self) -> None:
         while not self._closing:
