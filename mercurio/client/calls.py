@@ -69,12 +69,17 @@ class Identity:
     token: str | None = None
     source_id: str | None = None
 
-    def headers(self, token: str | None = None) -> dict[str, str]:
-        """The headers every request carries: user agent and, if any, the bearer token."""
-        headers = {"User-Agent": USER_AGENT}
-        if token or self.token:
-            headers["Authorization"] = f"Bearer {token or self.token}"
-        return headers
+    def headers(self) -> dict[str, str]:
+        """The headers every request of this client carries."""
+        return base_headers(self.token)
+
+
+def base_headers(token: str | None) -> dict[str, str]:
+    """The headers every request carries: user agent and, if any, the bearer token."""
+    headers = {"User-Agent": USER_AGENT}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def error_message(response: httpx.Response) -> str:

@@ -2,7 +2,7 @@
 
 Only async: a stream is a long wait on the network, which a script that needs one runs under
 `asyncio.run`; the CLI's `mercurio listen` does exactly that. The event parsing lives in
-`model.parse_event` and the request headers in `calls.Identity`, shared with publishing.
+`model.parse_event` and the request headers in `calls.base_headers`, shared with publishing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from httpx_sse import EventSource, aconnect_sse
 from mercurio.client.calls import (
     RETRY_ERRORS,
     RETRY_STATUSES,
-    Identity,
+    base_headers,
     error_message,
     retry_after,
 )
@@ -152,7 +152,7 @@ class NotificationStream:
         return self.backoff.reconnect(failures, self.retry)
 
     def _request_headers(self) -> dict[str, str]:
-        headers = Identity(self.url).headers(self.token)
+        headers = base_headers(self.token)
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         return headers

@@ -25,14 +25,15 @@ from mercurio.client.stream import NotificationStream
 T = TypeVar("T")
 
 
-def _send_args(me: Identity, request: Request) -> dict[str, object]:
-    return {
-        "method": request.method,
-        "url": me.url + request.path,
-        "json": request.json,
-        "params": request.params,
-        "headers": request.headers,
-    }
+def _build(http: httpx.Client | httpx.AsyncClient, me: Identity, request: Request) -> httpx.Request:
+    """The httpx request for a call's Request; both clients build it the same way."""
+    return http.build_request(
+        request.method,
+        me.url + request.path,
+        json=request.json,
+        params=request.params,
+        headers=request.headers,
+    )
 
 
 def run_sync(http: httpx.Client, me: Identity, exchange: Exchange[T]) -> T:
@@ -45,7 +46,7 @@ def run_sync(http: httpx.Client, me: Identity, exchange: Exchange[T]) -> T:
                 step = exchange.send(None)
                 continue
             try:
-                response = http.request(**_send_args(me, step))  # type: ignore[arg-type]
+                response = http.send(_build(http, me, step))
             except RETRY_ERRORS as exc:
                 step = exchange.throw(exc)
             else:
@@ -65,7 +66,7 @@ async def run_async(http: httpx.AsyncClient, me: Identity, exchange: Exchange[T]
                 step = exchange.send(None)
                 continue
             try:
-                response = await http.request(**_send_args(me, step))  # type: ignore[arg-type]
+                response = await http.send(_build(http, me, step))
             except RETRY_ERRORS as exc:
                 step = exchange.throw(exc)
             else:
