@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mercurio.errors import ConfigError, EventConflict, StoreUnavailable
 from mercurio.model import ANNOUNCEMENT, NewNotification
-from mercurio.store import Store
+from mercurio.store import Engines, GroupCommitWriter, Store
+from mercurio.store.engines import migrate
 from mercurio.urls import database_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,9 +39,11 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 
 async def _wipe(store: Store) -> None:
-    import sqlalchemy as sa
+    await _wipe_tables(store._writer_engine())
 
-    async with store._writer_engine().begin() as conn:
+
+async def _wipe_tables(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
         for table in ("notifications", "announcement_states", "preferences", "stream_tickets"):
             await conn.execute(sa.text(f"DELETE FROM {table}"))
 
@@ -66,6 +71,80 @@ async def test_concurrent_publishes_share_transactions(store: Store) -> None:
     assert len(set(ids)) == 200
     assert store.batches_committed < 200  # grouped: fewer transactions than publishes
     assert seen == sorted(seen) and sorted(seen) == sorted(ids)
+
+
+@pytest.fixture
+async def engines(store_url: str) -> AsyncIterator[Engines]:
+    engines = Engines.open(database_url(store_url))
+    await migrate(engines.write)
+    await _wipe_tables(engines.write)
+    yield engines
+    await engines.dispose()
+
+
+async def _stored_ids(engines: Engines) -> list[int]:
+    async with engines.read.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT id FROM notifications ORDER BY id"))
+        return [row.id for row in rows]
+
+
+async def test_the_writer_shares_transactions_and_hands_on_each_commit_before_answering(
+    engines: Engines,
+) -> None:
+    handed_on: list[list[int]] = []
+    writer = GroupCommitWriter(on_commit=lambda fresh: handed_on.append([n.id for n in fresh]))
+    writer.start(engines.write)
+
+    async def publish(i: int) -> list[int]:
+        stored = [
+            note.id for note in await writer.publish([item("a", f"e{i}"), item("b", f"e{i}")])
+        ]
+        # on_commit runs right after the commit, before the publisher hears back.
+        assert set(stored) <= {i for batch in handed_on for i in batch}
+        return stored
+
+    try:
+        answers = await asyncio.gather(*(publish(i) for i in range(100)))
+    finally:
+        await writer.close()
+    ids = [i for answer in answers for i in answer]
+    assert writer.batches_committed < 100
+    assert writer.batches_committed == len(handed_on)
+    assert writer.items_committed == 200 == len(set(ids))
+    every_commit = [i for batch in handed_on for i in batch]
+    assert every_commit == sorted(every_commit) and len(set(every_commit)) == 200
+    assert await _stored_ids(engines) == every_commit
+
+
+async def test_the_writer_hands_on_only_what_a_commit_added(engines: Engines) -> None:
+    handed_on: list[list[int]] = []
+    writer = GroupCommitWriter(on_commit=lambda fresh: handed_on.append([n.id for n in fresh]))
+    writer.start(engines.write)
+    try:
+        (first,) = await writer.publish([item("a", "e")])
+        (again,) = await writer.publish([item("a", "e")])
+        with pytest.raises(EventConflict):
+            await writer.publish([item("a", "e", data='"other"')])
+    finally:
+        await writer.close()
+    assert again == first
+    assert handed_on == [[first.id]]
+    assert writer.items_committed == 1 and writer.batches_committed == 3
+
+
+async def test_closing_the_writer_finishes_the_publishes_already_queued(
+    engines: Engines,
+) -> None:
+    writer = GroupCommitWriter(queue_size=64)
+    writer.start(engines.write)
+    publishes = [asyncio.create_task(writer.publish([item("a", f"e{i}")])) for i in range(50)]
+    await asyncio.sleep(0)  # one turn of the loop: each task runs up to its put, all queued
+    await writer.close()
+    assert all(task.done() and task.exception() is None for task in publishes)
+    ids = [task.result()[0].id for task in publishes]
+    assert sorted(ids) == await _stored_ids(engines) and len(ids) == 50
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await writer.publish([item("a", "late")])
 
 
 async def test_same_event_to_same_destination_is_stored_once(store: Store) -> None:
@@ -271,7 +350,6 @@ async def test_the_same_event_id_with_other_content_is_a_conflict_and_stores_not
 async def test_mark_all_read_over_thousands_of_announcements_is_one_statement(
     store: Store,
 ) -> None:
-    import sqlalchemy as sa
 
     notes = await store.publish(
         [item(ANNOUNCEMENT, f"a{i}", category="c" if i % 3 == 0 else "d") for i in range(3500)]
@@ -303,13 +381,11 @@ async def test_mark_all_read_over_thousands_of_announcements_is_one_statement(
 
 
 async def test_a_database_from_before_publisher_ids_upgrades_with_its_rows(tmp_path: Path) -> None:
-    import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
 
     url = f"sqlite:///{tmp_path}/old.db"
-    old = Store(url)
-    old._read_engine, old._write_engine = old._engines()
+    old = Engines.open(database_url(url))
 
     def to_0001(connection: sa.Connection) -> None:
         config = Config()
@@ -318,7 +394,7 @@ async def test_a_database_from_before_publisher_ids_upgrades_with_its_rows(tmp_p
         config.attributes["connection"] = connection
         command.upgrade(config, "0001")
 
-    async with old._writer_engine().begin() as conn:
+    async with old.write.begin() as conn:
         await conn.run_sync(to_0001)
         await conn.execute(
             sa.text(
@@ -326,7 +402,7 @@ async def test_a_database_from_before_publisher_ids_upgrades_with_its_rows(tmp_p
                 " created_at) VALUES ('evt', 's', 'u', 'general', '\"old\"', CURRENT_TIMESTAMP)"
             )
         )
-    await old.close()
+    await old.dispose()
     store = Store(url)
     await store.start()
     try:

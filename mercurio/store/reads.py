@@ -1,0 +1,165 @@
+"""Queries over the ledger: what a client can see, pages, replays, heads and counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercurio.model import ANNOUNCEMENT, Notification, utc
+from mercurio.schema import announcement_states, notifications
+
+Status = Literal["all", "read", "unread"]
+
+n = notifications
+s = announcement_states
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a client's notifications, newest first."""
+
+    notifications: list[Notification]
+    unread_count: int
+    next_before: int | None
+
+
+@dataclass(slots=True)
+class Replay:
+    """What a resuming stream missed, oldest first; truncated when it exceeded the limit."""
+
+    notifications: list[Notification] = field(default_factory=list)
+    truncated: bool = False
+
+
+def row_to_notification(row: sa.Row[Any]) -> Notification:
+    """A notification from a row of the notifications table (or of visible())."""
+    read_at = row.read_at
+    return Notification(
+        id=row.id,
+        event_id=row.event_id,
+        source_id=row.source_id,
+        client_id=row.client_id,
+        category=row.category,
+        data_json=row.data,
+        created_at=utc(row.created_at),
+        read_at=utc(read_at) if read_at is not None else None,
+    )
+
+
+def visible(client_id: str) -> sa.Select[Any]:
+    """The client's notifications and announcements, with the client's own read state."""
+    joined = n.outerjoin(s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id))
+    return (
+        sa.select(
+            n.c.id,
+            n.c.event_id,
+            n.c.source_id,
+            n.c.client_id,
+            n.c.category,
+            n.c.data,
+            n.c.created_at,
+            sa.func.coalesce(n.c.read_at, s.c.read_at).label("read_at"),
+        )
+        .select_from(joined)
+        .where(
+            n.c.client_id.in_([client_id, ANNOUNCEMENT]),
+            n.c.deleted_at.is_(None),
+            s.c.deleted_at.is_(None),
+        )
+    )
+
+
+def unread(query: sa.Select[Any]) -> sa.Select[Any]:
+    """A visible() query narrowed to what the client has not read."""
+    return query.where(n.c.read_at.is_(None), s.c.read_at.is_(None))
+
+
+async def page(
+    conn: AsyncConnection,
+    client_id: str,
+    *,
+    status: Status,
+    limit: int,
+    before: int | None,
+    category: str | None,
+) -> Page:
+    """A page of the client's notifications, newest first, and the unread count."""
+    query = visible(client_id)
+    if status == "unread":
+        query = unread(query)
+    elif status == "read":
+        query = query.where(sa.or_(n.c.read_at.isnot(None), s.c.read_at.isnot(None)))
+    if before is not None:
+        query = query.where(n.c.id < before)
+    if category is not None:
+        query = query.where(n.c.category == category)
+    query = query.order_by(n.c.id.desc()).limit(limit + 1)
+    rows = (await conn.execute(query)).all()
+    unread_now = await unread_count(conn, client_id)
+    items = [row_to_notification(row) for row in rows[:limit]]
+    next_before = items[-1].id if len(rows) > limit else None
+    return Page(items, unread_now, next_before)
+
+
+async def unread_count(conn: AsyncConnection, client_id: str) -> int:
+    """How many of the client's notifications are unread."""
+    count = sa.select(sa.func.count()).select_from(unread(visible(client_id)).subquery())
+    return int((await conn.execute(count)).scalar_one())
+
+
+async def get(conn: AsyncConnection, client_id: str, notification_id: int) -> Notification | None:
+    """One of the client's notifications, or None (also when it is someone else's)."""
+    row = (await conn.execute(visible(client_id).where(n.c.id == notification_id))).first()
+    return row_to_notification(row) if row is not None else None
+
+
+async def since(
+    conn: AsyncConnection,
+    client_id: str,
+    after_id: int,
+    *,
+    limit: int,
+    categories: frozenset[str] | None,
+    muted: frozenset[str],
+) -> Replay:
+    """What the client missed after after_id, oldest first, at most the newest `limit`."""
+    query = visible(client_id).where(n.c.id > after_id)
+    if categories is not None:
+        query = query.where(n.c.category.in_(sorted(categories)))
+    if muted:
+        query = query.where(n.c.category.not_in(sorted(muted)))
+    query = query.order_by(n.c.id.desc()).limit(limit + 1)
+    rows = (await conn.execute(query)).all()
+    items = [row_to_notification(row) for row in rows[:limit]]
+    items.reverse()
+    return Replay(items, truncated=len(rows) > limit)
+
+
+async def committed_after(
+    conn: AsyncConnection, after_id: int, *, limit: int
+) -> list[Notification]:
+    """Every notification (all clients) committed with an id above after_id, in id order."""
+    query = (
+        sa.select(n)
+        .where(n.c.id > after_id, n.c.deleted_at.is_(None))
+        .order_by(n.c.id)
+        .limit(limit)
+    )
+    rows = (await conn.execute(query)).all()
+    return [row_to_notification(row) for row in rows]
+
+
+async def last_id(conn: AsyncConnection) -> int:
+    """The highest notification id committed so far (0 when none)."""
+    value = (await conn.execute(sa.select(sa.func.max(n.c.id)))).scalar()
+    return int(value or 0)
+
+
+async def head(conn: AsyncConnection, client_id: str) -> int:
+    """The highest notification id the client can see (its own or an announcement)."""
+    query = sa.select(sa.func.max(n.c.id)).where(n.c.client_id.in_([client_id, ANNOUNCEMENT]))
+    value = (await conn.execute(query)).scalar()
+    return int(value or 0)

@@ -1,0 +1,164 @@
+"""Each client's own state: read and deleted marks, muted categories, used stream tickets.
+
+Every function here runs inside a transaction the caller opened on the write engine (reads of
+preferences excepted); these are the small writes outside the group commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from mercurio.model import ANNOUNCEMENT, Notification, utc
+from mercurio.schema import announcement_states, notifications, preferences, stream_tickets
+from mercurio.store.reads import row_to_notification, unread, visible
+
+n = notifications
+s = announcement_states
+TICKET_GRACE = 60
+"""Seconds a used ticket is kept past its expiry before it is swept."""
+
+
+async def set_read(
+    conn: AsyncConnection, client_id: str, notification_id: int, read: bool
+) -> Notification | None:
+    """Mark one notification read or unread; None when the client cannot see it."""
+    now = datetime.now(UTC)
+    row = (await conn.execute(visible(client_id).where(n.c.id == notification_id))).first()
+    if row is None:
+        return None
+    note = row_to_notification(row)
+    read_at = (note.read_at or now) if read else None
+    if note.is_announcement:
+        await _upsert_state(conn, client_id, notification_id, read_at=read_at)
+    else:
+        await conn.execute(n.update().where(n.c.id == notification_id).values(read_at=read_at))
+    return Notification(
+        note.id,
+        note.event_id,
+        note.source_id,
+        note.client_id,
+        note.category,
+        note.data_json,
+        note.created_at,
+        read_at,
+    )
+
+
+async def mark_all_read(conn: AsyncConnection, client_id: str, category: str | None) -> int:
+    """Mark every unread notification of the client (of one category) read; how many."""
+    now = datetime.now(UTC)
+    own = n.update().where(
+        n.c.client_id == client_id, n.c.read_at.is_(None), n.c.deleted_at.is_(None)
+    )
+    if category is not None:
+        own = own.where(n.c.category == category)
+    updated = (await conn.execute(own.values(read_at=now))).rowcount or 0
+    updated += await _mark_announcements_read(conn, client_id, category, now)
+    return int(updated)
+
+
+async def _mark_announcements_read(
+    conn: AsyncConnection, client_id: str, category: str | None, now: datetime
+) -> int:
+    """One INSERT ... SELECT ... ON CONFLICT for all unread announcements, not one each.
+
+    One statement per announcement held the write lock for seconds over a long backlog.
+    """
+    unread_announcements = (
+        unread(visible(client_id))
+        .where(n.c.client_id == ANNOUNCEMENT)
+        .with_only_columns(
+            sa.literal(client_id, sa.String()).label("client_id"),
+            n.c.id.label("notification_id"),
+            sa.literal(now, sa.DateTime(timezone=True)).label("read_at"),
+        )
+    )
+    if category is not None:
+        unread_announcements = unread_announcements.where(n.c.category == category)
+    statement = _insert_for(conn)(s).from_select(
+        ["client_id", "notification_id", "read_at"], unread_announcements
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[s.c.client_id, s.c.notification_id],
+        set_={"read_at": statement.excluded.read_at},
+    )
+    return int((await conn.execute(statement)).rowcount or 0)
+
+
+async def delete(conn: AsyncConnection, client_id: str, notification_id: int) -> bool:
+    """Hide one notification from the client; False when the client cannot see it."""
+    now = datetime.now(UTC)
+    row = (await conn.execute(visible(client_id).where(n.c.id == notification_id))).first()
+    if row is None:
+        return False
+    if row.client_id == ANNOUNCEMENT:
+        read_at = utc(row.read_at) if row.read_at is not None else None
+        await _upsert_state(conn, client_id, notification_id, read_at=read_at, deleted_at=now)
+    else:
+        await conn.execute(n.update().where(n.c.id == notification_id).values(deleted_at=now))
+    return True
+
+
+async def muted_categories(conn: AsyncConnection, client_id: str) -> frozenset[str]:
+    """The categories this client muted."""
+    query = sa.select(preferences.c.muted_categories).where(preferences.c.client_id == client_id)
+    value = (await conn.execute(query)).scalar()
+    return frozenset(orjson.loads(value)) if value else frozenset()
+
+
+async def set_muted_categories(
+    conn: AsyncConnection, client_id: str, muted: Iterable[str]
+) -> frozenset[str]:
+    """Replace the categories this client muted."""
+    chosen = frozenset(muted)
+    values = {"client_id": client_id, "muted_categories": orjson.dumps(sorted(chosen)).decode()}
+    await _upsert(conn, preferences, values, keys=["client_id"])
+    return chosen
+
+
+async def record_ticket(conn: AsyncConnection, ticket_id: str, expires_at: float) -> None:
+    """Record a stream ticket as used (IntegrityError when it already was); sweep old ones."""
+    swept_before = time.time() - TICKET_GRACE
+    await conn.execute(stream_tickets.delete().where(stream_tickets.c.expires_at < swept_before))
+    await conn.execute(stream_tickets.insert().values(ticket_id=ticket_id, expires_at=expires_at))
+
+
+def _insert_for(conn: AsyncConnection) -> Any:
+    """The dialect's INSERT construct, which knows ON CONFLICT."""
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    return insert
+
+
+async def _upsert(
+    conn: AsyncConnection, table: sa.Table, values: dict[str, Any], *, keys: list[str]
+) -> None:
+    statement = _insert_for(conn)(table).values(**values)
+    updates = {k: v for k, v in values.items() if k not in keys}
+    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+
+
+async def _upsert_state(
+    conn: AsyncConnection,
+    client_id: str,
+    notification_id: int,
+    *,
+    read_at: datetime | None,
+    deleted_at: datetime | None = None,
+) -> None:
+    values = {
+        "client_id": client_id,
+        "notification_id": notification_id,
+        "read_at": read_at,
+        "deleted_at": deleted_at,
+    }
+    await _upsert(conn, announcement_states, values, keys=["client_id", "notification_id"])
