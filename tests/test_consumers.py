@@ -165,16 +165,15 @@ async def test_a_restart_mid_batch_loses_nothing_and_handles_nothing_twice(db_ur
 
 
 class Flaky(Recorder):
-    """Fails (after writing its rows) on the first `failures` batches that hold `poison`."""
+    """Fails (after writing its rows) on the first `failures` batches that hold "poison"."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
-        self.poison: int | None = None
 
     async def handle(self, conn: AsyncConnection, notes: list[Notification]) -> None:
         await super().handle(conn, notes)
-        if self.failures and any(note.id == self.poison for note in notes):
+        if self.failures and any(note.event_id == "poison" for note in notes):
             self.failures -= 1
             raise RuntimeError("channel down")
 
@@ -185,12 +184,12 @@ async def test_a_failing_batch_is_retried_and_never_skipped(db_url: str) -> None
         async with node(db_url, flaky, page_size=5) as (store, runner):
             before = await publish_many(store, 12, "a")
             await until(lambda: runner.handled[flaky.name] == 12, what="the first 12")
-            flaky.poison = (await store.publish([item("alice", "poison")]))[0].id
+            poison = (await store.publish([item("alice", "poison")]))[0].id
             later = await publish_many(store, 12, "b")
             await until(lambda: runner.handled[flaky.name] == 25, what="all 25")
             assert runner.failures[flaky.name] == 3
             assert [note_id for note_id, _ in await handled(store)] == sorted(
-                [*before, flaky.poison, *later]
+                [*before, poison, *later]
             )
     failed = [entry for entry in logs if entry["event"] == "consumer.failed"]
     assert [(e["name"], e["error"]) for e in failed] == [("recorder", "RuntimeError")] * 3
