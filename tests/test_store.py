@@ -100,18 +100,18 @@ async def test_the_writer_shares_transactions_and_hands_on_each_commit_before_an
             note.id for note in await writer.publish([item("a", f"e{i}"), item("b", f"e{i}")])
         ]
         # on_commit runs right after the commit, before the publisher hears back.
-        assert set(stored) <= {i for batch in handed_on for i in batch}
+        assert set(stored) <= {note_id for batch in handed_on for note_id in batch}
         return stored
 
     try:
         answers = await asyncio.gather(*(publish(i) for i in range(100)))
     finally:
         await writer.close()
-    ids = [i for answer in answers for i in answer]
+    ids = [note_id for answer in answers for note_id in answer]
     assert writer.batches_committed < 100
     assert writer.batches_committed == len(handed_on)
     assert writer.items_committed == 200 == len(set(ids))
-    every_commit = [i for batch in handed_on for i in batch]
+    every_commit = [note_id for batch in handed_on for note_id in batch]
     assert every_commit == sorted(every_commit) and len(set(every_commit)) == 200
     assert await _stored_ids(engines) == every_commit
 
@@ -350,7 +350,6 @@ async def test_the_same_event_id_with_other_content_is_a_conflict_and_stores_not
 async def test_mark_all_read_over_thousands_of_announcements_is_one_statement(
     store: Store,
 ) -> None:
-
     notes = await store.publish(
         [item(ANNOUNCEMENT, f"a{i}", category="c" if i % 3 == 0 else "d") for i in range(3500)]
     )
