@@ -22,6 +22,7 @@ from mercurio.metrics import Metrics
 from mercurio.model import NewNotification, Notification
 from mercurio.stats import PublishStats
 from mercurio.store import Store
+from mercurio.stream import CloseReason
 
 log = structlog.get_logger("mercurio.node")
 
@@ -54,7 +55,7 @@ class Node:
 
     async def stop(self) -> None:
         """Close every stream, finish queued publishes, close the store, then the fan-out."""
-        self.hub.close_all("shutdown")
+        self.hub.close_all(CloseReason.SHUTDOWN)
         await self.consumers.close()
         await self.store.close()
         await self.fanout.close()

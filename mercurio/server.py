@@ -20,6 +20,7 @@ from mercurio.api.app import create_app
 from mercurio.config import Settings
 from mercurio.node import Node
 from mercurio.protocol import Limits, guarded_protocol
+from mercurio.stream import CloseReason
 
 log = structlog.get_logger("mercurio.server")
 
@@ -44,9 +45,9 @@ class MercurioServer(uvicorn.Server):
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.node.hub.close_all("shutdown")
+            self.node.hub.close_all(CloseReason.SHUTDOWN)
         else:
-            loop.call_soon_threadsafe(self.node.hub.close_all, "shutdown")
+            loop.call_soon_threadsafe(self.node.hub.close_all, CloseReason.SHUTDOWN)
         super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:

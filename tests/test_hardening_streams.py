@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from mercurio.hub import Subscription
+from mercurio.stream import Subscription
 from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id, rss_kib
 from tests.streams import open_stream
 

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Message
+from structlog.testing import capture_logs
 
+from mercurio.auth import Principal
+from mercurio.config import load_settings
+from mercurio.hub import Hub
+from mercurio.model import Notification
+from mercurio.store import Store
+from mercurio.stream import CloseReason, StreamRequest, StreamWriter, Subscription, serve
 from tests.conftest import PUBLISHER, bearer, make_token, new_client_id
+from tests.helpers import until
 from tests.streams import open_stream
 
 pytestmark = pytest.mark.timeout(60)
@@ -15,6 +27,10 @@ pytestmark = pytest.mark.timeout(60)
 
 def stream_url(client: str) -> str:
     return f"/api/clients/{client}/notifications/stream"
+
+
+def note(nid: int, client: str) -> Notification:
+    return Notification(nid, f"e{nid}", "src", client, "general", '"d"', datetime.now(UTC))
 
 
 async def publish(api: httpx.AsyncClient, client: str, data: object = "x", **extra: object) -> int:
@@ -363,3 +379,202 @@ async def test_ticket_carries_the_token_expiry(api: httpx.AsyncClient) -> None:
     async with open_stream(api, stream_url(client), params={"ticket": ticket}) as stream:
         events = await stream.ended(timeout=15)
         assert events[-1].event == "token-expired"
+
+
+# -- the stream module without sockets: the writer's cancel, close reasons in the log -----------
+
+
+class Socket:
+    """An ASGI send and receive for one response; body writes can be held, as on a full socket."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.held: asyncio.Future[None] | None = None
+        self.hold_from = 0
+        """Body writes from this many on wait for release() (0: none is held)."""
+        self.fail_from = 0
+        """Body writes from this many on fail as a reset connection (0: none fails)."""
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.bodies = 0
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            self.bodies += 1
+            if self.fail_from and self.bodies >= self.fail_from:
+                raise ConnectionResetError("reset by peer")
+            if self.hold_from and self.bodies >= self.hold_from:
+                self.held = asyncio.get_running_loop().create_future()
+                await self.held
+        self.sent.append(message)
+
+    def release(self) -> None:
+        assert self.held is not None
+        self.held.set_result(None)
+
+    async def receive(self) -> Message:
+        return await self.inbox.get()
+
+    def text(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent)
+
+    def ended_cleanly(self) -> bool:
+        last = self.sent[-1]
+        return last["type"] == "http.response.body" and last["more_body"] is False
+
+
+async def stuck_write(sub: Subscription, socket: Socket) -> asyncio.Task[bool]:
+    """A task whose writer is inside a write the socket holds."""
+    socket.hold_from = 1
+
+    async def write() -> bool:
+        return await StreamWriter(socket.send, sub).write(b"chunk")
+
+    task = asyncio.create_task(write())
+    await until(lambda: socket.held is not None, what="the write to be held")
+    return task
+
+
+async def test_a_slow_reader_close_interrupts_a_write_stuck_on_a_full_socket() -> None:
+    sub, socket = Subscription("a", limit=1), Socket()
+
+    async def write_then_carry_on() -> tuple[bool, int]:
+        written = await StreamWriter(socket.send, sub).write(b"chunk")
+        await asyncio.sleep(0)  # the cancel was taken back: the task can still wait
+        task = asyncio.current_task()
+        assert task is not None
+        return written, task.cancelling()
+
+    socket.hold_from = 1
+    task = asyncio.create_task(write_then_carry_on())
+    await until(lambda: socket.held is not None, what="the write to be held")
+    sub.push(1, b"a", 0.0)
+    assert not sub.push(2, b"b", 0.0)  # the buffer overflows: closed as slow-reader
+    assert await asyncio.wait_for(task, 5) == (False, 0)
+    assert sub.reason is CloseReason.SLOW_READER and socket.sent == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "written"),
+    [
+        (CloseReason.DISCONNECT, False),
+        (CloseReason.SHUTDOWN, True),
+        (CloseReason.TOKEN_EXPIRED, True),
+    ],
+)
+async def test_other_closes_leave_a_held_write_to_finish(
+    reason: CloseReason, written: bool
+) -> None:
+    sub, socket = Subscription("a", limit=5), Socket()
+    task = await stuck_write(sub, socket)
+    sub.close(reason)
+    socket.release()
+    assert await asyncio.wait_for(task, 5) is written
+    assert [m["body"] for m in socket.sent] == [b"chunk"]  # it went out: nothing cancelled it
+
+
+async def test_someone_elses_cancel_of_a_held_write_propagates() -> None:
+    sub, socket = Subscription("a", limit=5), Socket()
+    task = await stuck_write(sub, socket)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    sub, socket = Subscription("a", limit=5), Socket()
+    task = await stuck_write(sub, socket)
+    task.cancel()
+    sub.close(CloseReason.SLOW_READER)  # the writer takes back its own cancel, not this one
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(f"sqlite:///{tmp_path}/stream.db")
+    await store.start()
+    yield store
+    await store.close()
+
+
+class Served:
+    """serve() running as its own task on a Socket, its logs captured."""
+
+    def __init__(self, store: Store, expires_at: float | None = None, **env: str) -> None:
+        self.hub = Hub()
+        self.socket = Socket()
+        self.settings = load_settings({"MERCURIO_ENV": "test", **env})
+        self.request = StreamRequest("a", Principal("a", False, expires_at), None, None)
+        self.store = store
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Served:
+        self.task = asyncio.create_task(
+            serve(
+                self.hub,
+                self.store,
+                self.settings,
+                self.request,
+                self.socket.receive,
+                self.socket.send,
+                muted=frozenset(),
+            )
+        )
+        await until(lambda: b": connected" in self.socket.text(), what="the stream to open")
+        return self
+
+    async def ended(self) -> None:
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 10)
+        assert self.hub.open_streams == 0
+
+
+def close_reasons(logs: list[dict[str, object]]) -> list[object]:
+    return [e["reason"] for e in logs if e["event"] == "stream.close"]
+
+
+async def test_a_disconnect_ends_the_live_loop_and_is_the_logged_reason(store: Store) -> None:
+    with capture_logs() as logs:
+        served = await Served(store).start()
+        served.socket.inbox.put_nowait({"type": "http.disconnect"})
+        await served.ended()
+    assert close_reasons(logs) == ["disconnect"]
+    assert not served.socket.ended_cleanly()  # nobody is there to read a last chunk
+
+
+async def test_a_slow_reader_is_cut_off_mid_write_and_logged_so(store: Store) -> None:
+    with capture_logs() as logs:
+        served = await Served(store, MERCURIO_STREAM_BUFFER="2").start()
+        served.socket.hold_from = served.socket.bodies + 1
+        served.hub.deliver([note(1, "a")])
+        await until(lambda: served.socket.held is not None, what="the write to be held")
+        served.hub.deliver([note(i, "a") for i in range(2, 6)])
+        await served.ended()
+    assert close_reasons(logs) == ["slow-reader"]
+    assert served.hub.slow_disconnects == 1
+
+
+async def test_shutdown_sends_retry_then_ends_and_is_the_logged_reason(store: Store) -> None:
+    with capture_logs() as logs:
+        served = await Served(store).start()
+        served.hub.close_all(CloseReason.SHUTDOWN)
+        await served.ended()
+    assert close_reasons(logs) == ["shutdown"]
+    assert served.socket.text().endswith(b"retry: 3000\n\n")
+    assert served.socket.ended_cleanly()
+
+
+async def test_token_expiry_reports_the_head_and_is_the_logged_reason(store: Store) -> None:
+    with capture_logs() as logs:
+        served = Served(store, expires_at=0.0)
+        await served.start()
+        await served.ended()
+    assert close_reasons(logs) == ["token-expired"]
+    assert b'event: token-expired\ndata: {"lastEventId":0}' in served.socket.text()
+    assert served.socket.ended_cleanly()
+
+
+async def test_a_reset_connection_ends_the_stream_as_ended(store: Store) -> None:
+    with capture_logs() as logs:
+        served = await Served(store).start()
+        served.socket.fail_from = served.socket.bodies + 1
+        served.hub.deliver([note(1, "a")])
+        await served.ended()
+    assert close_reasons(logs) == ["ended"]
