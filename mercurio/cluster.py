@@ -24,13 +24,7 @@ from mercurio.fanout import Fanout, Ledger, LinkHealth
 from mercurio.hub import Hub
 from mercurio.model import Notification
 from mercurio.sequencer import Sequencer
-from mercurio.wire import (
-    decode_notes,
-    encode_head,
-    encode_muted,
-    encode_notes,
-    encode_read_state,
-)
+from mercurio.wire import decode_notes, doorbells, encode_head, encode_muted, encode_read_state
 
 log = structlog.get_logger("mercurio.cluster")
 
@@ -169,13 +163,27 @@ class Cluster(Fanout):
     def read_state(self, client_id: str, frame: bytes) -> None:
         """The client's read state changed: its streams here and on other nodes hear of it."""
         self.hub.push_event(client_id, frame)
-        self._controls.append(encode_read_state(self.node_id, client_id, frame))
-        self._wake.set()
+        self._control(encode_read_state(self.node_id, client_id, frame), "read_state", client_id)
 
     def muted(self, client_id: str, muted: frozenset[str]) -> None:
         """The client's muted categories changed: this node and the others apply them."""
         self.hub.set_muted(client_id, muted)
-        self._controls.append(encode_muted(self.node_id, client_id, muted))
+        self._control(encode_muted(self.node_id, client_id, muted), "muted", client_id)
+
+    def _control(self, body: bytes, kind: str, client_id: str) -> None:
+        limit = self.broker.max_message_bytes
+        if limit is not None and len(body) > limit:
+            # Unlike a notification, no head can stand for it: the store keeps no log of read
+            # states and mutes to read one back from. The other nodes miss this one.
+            log.error(
+                "cluster.control_too_large",
+                kind=kind,
+                client_id=client_id,
+                size=len(body),
+                limit=limit,
+            )
+            return
+        self._controls.append(body)
         self._wake.set()
 
     async def _publish_loop(self) -> None:
@@ -217,10 +225,10 @@ class Cluster(Fanout):
                 self._outbox_size -= len(notes)
                 batch.extend(notes)
             for start in range(0, len(batch), NOTES_PER_MESSAGE):
-                await broker.publish(
-                    encode_notes(self.node_id, batch[start : start + NOTES_PER_MESSAGE])
-                )
-                self.messages_out += 1
+                chunk = batch[start : start + NOTES_PER_MESSAGE]
+                for body in doorbells(self.node_id, chunk, broker.max_message_bytes):
+                    await broker.publish(body)
+                    self.messages_out += 1
 
     # -- incoming ---------------------------------------------------------------------------
 

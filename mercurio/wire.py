@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,6 +41,29 @@ def encode_notes(node_id: str, notes: Sequence[Notification]) -> bytes:
         for note in notes
     ]
     return orjson.dumps({"n": node_id, "k": "n", "b": rows})
+
+
+def doorbells(node_id: str, notes: Sequence[Notification], limit: int | None) -> Iterator[bytes]:
+    """notes (in id order) as doorbells of at most `limit` bytes each, None meaning any size.
+
+    A notification too big for a doorbell of its own goes as a head naming its id instead:
+    receivers read it from the store (the sequencer observes the head, then fetches).
+    """
+    if limit is None:
+        yield encode_notes(node_id, notes)
+        return
+    start, count = 0, len(notes)
+    while start < len(notes):
+        count = min(count, len(notes) - start)
+        body = encode_notes(node_id, notes[start : start + count])
+        while len(body) > limit and count > 1:
+            # Shrink in proportion to the excess (rows of one burst tend to be alike in size);
+            # count only ever drops here, since limit < len(body).
+            count = max(1, count * limit // len(body))
+            body = encode_notes(node_id, notes[start : start + count])
+        yield body if len(body) <= limit else encode_head(node_id, notes[start].id)
+        start += count
+        count *= 2  # the next rows may be smaller: try more of them before shrinking again
 
 
 def decode_notes(rows: list[list[Any]]) -> list[Notification]:

@@ -82,6 +82,10 @@ class MemoryBroker(Broker):
             self._received(body)
 
     async def publish(self, body: bytes) -> None:
+        limit = self.max_message_bytes
+        if limit is not None and len(body) > limit:
+            # None by default; a test sets it to stand in for an engine with a payload limit.
+            raise ValueError(f"memory broker carries at most {limit} bytes; got {len(body)}")
         if not (self.connected and self.server.running):
             raise BrokerUnavailable("memory broker link is down")
         self.server.send(self.topic, body)
