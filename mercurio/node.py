@@ -6,6 +6,7 @@ could make itself. A publish goes api → node → store → fanout → hub → 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -14,7 +15,7 @@ from mercurio import sse
 from mercurio.auth import Authenticator
 from mercurio.cluster import Cluster
 from mercurio.config import Settings
-from mercurio.consumers import ConsumerRunner, each_commit
+from mercurio.consumers import Consumer, ConsumerRunner, each_commit
 from mercurio.fanout import Fanout, LocalFanout
 from mercurio.hub import Hub
 from mercurio.limits import PublishBudget, RateLimiter
@@ -30,13 +31,19 @@ log = structlog.get_logger("mercurio.node")
 class Node:
     """Everything a request handler needs: the parts, and the three writes that fan out."""
 
-    def __init__(self, settings: Settings, *, fanout: Fanout | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fanout: Fanout | None = None,
+        consumers: Sequence[Consumer] = (),
+    ) -> None:
         self.settings = settings
         self.auth = Authenticator(settings)
         self.hub = Hub()
         self.fanout = fanout or build_fanout(settings, self.hub)
-        # No durable consumer yet (Web Push and e-mail come next); a local commit rings them.
-        self.consumers = ConsumerRunner(consumers=[])
+        # Durable consumers (Web Push and e-mail come next); a local commit rings them.
+        self.consumers = ConsumerRunner(consumers)
         self.store = Store(
             settings.db_conn, on_commit=each_commit(self.fanout.committed, self.consumers.committed)
         )

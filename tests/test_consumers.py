@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,10 @@ async def publish_many(store: Store, count: int, prefix: str) -> list[int]:
         *(store.publish([item(clients[i % 3], f"{prefix}{i}")]) for i in range(count))
     )
     return [answer[0].id for answer in answers]
+
+
+def has_handled(runner: ConsumerRunner, count: int, consumer: str = "recorder") -> bool:
+    return runner.handled[consumer] == count
 
 
 async def handled(store: Store, consumer: str = "recorder") -> list[tuple[int, str]]:
@@ -275,3 +280,31 @@ async def test_a_database_at_0002_upgrades_to_cursors_with_its_rows(db_url: str)
             await conn.run_sync(migrate, "0002", True)
             tables = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
         assert "consumer_cursors" not in tables and "notifications" in tables
+
+
+async def test_a_node_runs_its_consumers_and_rings_them_on_each_local_commit(
+    tmp_path: Path,
+) -> None:
+    from mercurio.config import load_settings
+    from mercurio.node import Node
+
+    url = f"sqlite:///{tmp_path}/node.db"
+    settings = load_settings({"MERCURIO_ENV": "test", "MERCURIO_DB_CONN": url})
+    recorder = Recorder()
+    mercurio_node = Node(settings, consumers=[recorder])
+    # Polls an hour apart: only the ring of a local commit explains a prompt handling.
+    mercurio_node.consumers.interval = 3600
+    await mercurio_node.start()
+    try:
+        async with mercurio_node.store._writer_engine().begin() as conn:
+            await conn.run_sync(handled_table.metadata.create_all)
+        notes: list[Notification] = []
+        for event in ["e1", "e2", "e3"]:
+            # After the first, the runner is parked on its bell: each one is handled on a ring.
+            notes += await mercurio_node.publish([item(ANNOUNCEMENT, event)])
+            await until(partial(has_handled, mercurio_node.consumers, len(notes)), what=event)
+        assert [note_id for note_id, _ in await handled(mercurio_node.store)] == [
+            note.id for note in notes
+        ]
+    finally:
+        await mercurio_node.stop()
