@@ -19,7 +19,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -42,7 +42,7 @@ class Consumer(ABC):
     name: str
     """Stable across releases: the key of the consumer's cursor."""
 
-    from_beginning: ClassVar[bool] = False
+    from_beginning: bool = False
     """Whether a consumer seen for the first time starts at id 0 instead of the ledger's end."""
 
     @abstractmethod
@@ -51,6 +51,8 @@ class Consumer(ABC):
 
         `conn` is the transaction that advances the cursor: write through it, and the writes
         commit with the cursor move. Raise to have the same batch handed over again later.
+        A side effect outside the database (an HTTP push) belongs in a job row written here,
+        or must be idempotent: after a crash before the commit, the batch comes again.
         """
 
 

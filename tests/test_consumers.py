@@ -138,7 +138,7 @@ class Stalling(Recorder):
 
     def __init__(self, stall_at: int, *, from_beginning: bool) -> None:
         super().__init__()
-        self.from_beginning = from_beginning  # type: ignore[misc]
+        self.from_beginning = from_beginning
         self.stall_at = stall_at
         self.batches = 0
         self.stalled = asyncio.Event()
