@@ -56,7 +56,7 @@ class Node:
         """Open the store (migrating it), then the fan-out that reads from it."""
         await self.store.start()
         await self.fanout.start(self.store)
-        await self.consumers.start(self.store, self.store._writer_engine())
+        await self.consumers.start(self.store, self.store.write_engine())
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 

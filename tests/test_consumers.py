@@ -75,9 +75,9 @@ async def node(
     runner = ConsumerRunner(consumers, interval=0.05, page_size=page_size, close_grace=close_grace)
     store = Store(url, on_commit=each_commit(runner.committed))
     await store.start()
-    async with store._writer_engine().begin() as conn:
+    async with store.write_engine().begin() as conn:
         await conn.run_sync(handled_table.metadata.create_all)
-    await runner.start(store, store._writer_engine())
+    await runner.start(store, store.write_engine())
     try:
         yield store, runner
     finally:
@@ -260,7 +260,7 @@ async def test_a_database_at_0002_upgrades_to_cursors_with_its_rows(db_url: str)
 
     old = Store(db_url)
     await old.start(migrate=False)
-    async with old._writer_engine().begin() as conn:
+    async with old.write_engine().begin() as conn:
         await conn.run_sync(migrate, "0002")
         await conn.execute(
             sa.text(
@@ -276,7 +276,7 @@ async def test_a_database_at_0002_upgrades_to_cursors_with_its_rows(db_url: str)
         assert [n.data_json for n in (await store.page("u")).notifications] == ['"old"']
         assert await runner.position("tail") == old_rows[0][0]  # new: starts at the end
         await runner.close()
-        async with store._writer_engine().begin() as conn:
+        async with store.write_engine().begin() as conn:
             await conn.run_sync(migrate, "0002", True)
             tables = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
         assert "consumer_cursors" not in tables and "notifications" in tables
@@ -296,7 +296,7 @@ async def test_a_node_runs_its_consumers_and_rings_them_on_each_local_commit(
     mercurio_node.consumers.interval = 3600
     await mercurio_node.start()
     try:
-        async with mercurio_node.store._writer_engine().begin() as conn:
+        async with mercurio_node.store.write_engine().begin() as conn:
             await conn.run_sync(handled_table.metadata.create_all)
         notes: list[Notification] = []
         for event in ["e1", "e2", "e3"]:

@@ -39,7 +39,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 
 async def _wipe(store: Store) -> None:
-    await _wipe_tables(store._writer_engine())
+    await _wipe_tables(store.write_engine())
 
 
 async def _wipe_tables(engine: AsyncEngine) -> None:
@@ -361,7 +361,7 @@ async def test_mark_all_read_over_thousands_of_announcements_is_one_statement(
     def count(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
         statements.append(sql)
 
-    engine = store._writer_engine().sync_engine
+    engine = store.write_engine().sync_engine
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
         marked_c = await store.mark_all_read("me", category="c")

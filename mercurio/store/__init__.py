@@ -80,7 +80,7 @@ class Store:
 
     async def migrate(self) -> None:
         """Run the Alembic migrations to head (nodes of a cluster serialise on a lock)."""
-        await migrate(self._writer_engine())
+        await migrate(self.write_engine())
 
     async def close(self) -> None:
         """Finish the publishes already queued, then close the engines."""
@@ -104,7 +104,8 @@ class Store:
         assert self._engines is not None, "store not started"
         return self._engines.read
 
-    def _writer_engine(self) -> AsyncEngine:
+    def write_engine(self) -> AsyncEngine:
+        """The engine writes go through (durable consumers write in their own transactions)."""
         assert self._engines is not None, "store not started"
         return self._engines.write
 
@@ -181,17 +182,17 @@ class Store:
         self, client_id: str, notification_id: int, read: bool
     ) -> Notification | None:
         """Mark one notification read or unread; None when the client cannot see it."""
-        async with self._writer_engine().begin() as conn:
+        async with self.write_engine().begin() as conn:
             return await state.set_read(conn, client_id, notification_id, read)
 
     async def mark_all_read(self, client_id: str, category: str | None = None) -> int:
         """Mark every unread notification of the client (of one category) read; how many."""
-        async with self._writer_engine().begin() as conn:
+        async with self.write_engine().begin() as conn:
             return await state.mark_all_read(conn, client_id, category)
 
     async def delete(self, client_id: str, notification_id: int) -> bool:
         """Hide one notification from the client; False when the client cannot see it."""
-        async with self._writer_engine().begin() as conn:
+        async with self.write_engine().begin() as conn:
             return await state.delete(conn, client_id, notification_id)
 
     async def muted_categories(self, client_id: str) -> frozenset[str]:
@@ -201,13 +202,13 @@ class Store:
 
     async def set_muted_categories(self, client_id: str, muted: Iterable[str]) -> frozenset[str]:
         """Replace the categories this client muted."""
-        async with self._writer_engine().begin() as conn:
+        async with self.write_engine().begin() as conn:
             return await state.set_muted_categories(conn, client_id, muted)
 
     async def consume_ticket(self, ticket_id: str, expires_at: float) -> bool:
         """Record a stream ticket as used; False when it already was (single use)."""
         try:
-            async with self._writer_engine().begin() as conn:
+            async with self.write_engine().begin() as conn:
                 await state.record_ticket(conn, ticket_id, expires_at)
         except IntegrityError:
             return False
