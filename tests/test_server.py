@@ -16,8 +16,9 @@ import trustme
 
 from mercurio.config import load_settings
 from mercurio.errors import ConfigError
-from mercurio.hub import Hub, Subscription
+from mercurio.hub import Hub
 from mercurio.server import connection_wait
+from mercurio.stream import Subscription
 from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
 from tests.streams import open_stream
 
