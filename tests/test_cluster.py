@@ -30,7 +30,7 @@ from mercurio.model import Notification
 from mercurio.stream import Subscription
 from mercurio.wire import decode_notes, encode_notes
 from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
-from tests.helpers import until
+from tests.helpers import fence, until
 from tests.streams import Received, Stream, open_stream
 from tests.tcp_proxy import TcpProxy
 from tests.test_brokers import reachable, via
@@ -337,6 +337,19 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
+async def fence_streams(
+    nodes: Nodes, clients: list[str], expected: dict[str, set[int]], complete: Callable[[], bool]
+) -> None:
+    """A sentinel to every client, waited for until complete() holds again: streams deliver
+    in id order, so whatever extra or repeated notification was still coming has come."""
+
+    async def sentinels() -> None:
+        for client in clients:
+            expected[client].add(await nodes.unicast(0, client))
+
+    await fence(sentinels, complete, 20)
+
+
 def check_exactly_once(
     watches: list[Watch], expected: dict[str, set[int]], logs: Callable[[], str]
 ) -> None:
@@ -396,7 +409,7 @@ async def test_every_stream_on_every_node_gets_unicast_broadcast_announce_exactl
         return all(expected[w.client_id] <= set(w.ids) for w in watches)
 
     await until(complete, 20, lambda: f"not everything arrived\n{nodes.logs()}")
-    await asyncio.sleep(0.5)  # anything extra or twice would show up now
+    await fence_streams(nodes, clients, expected, complete)
     check_exactly_once(watches, expected, nodes.logs)
 
     # Read state follows the client to every node it streams from.
@@ -468,7 +481,7 @@ async def test_clients_of_a_node_killed_mid_stream_resume_elsewhere_losing_nothi
         )
 
     await until(complete, 20, lambda: f"clients lost notifications\n{nodes.logs()}")
-    await asyncio.sleep(0.5)
+    await fence_streams(nodes, clients, expected, complete)
     joined = [
         Watch(w.client_id, w.node, ids=before.ids + w.ids)
         for before, w in zip(watches[:6], resumed, strict=True)
@@ -561,7 +574,7 @@ async def test_broker_link_cut_and_restored_while_publishing_delivers_everything
         stop.set()
         await publisher
         await until(complete, 20, lambda: f"not everything arrived\n{nodes.logs()}")
-        await asyncio.sleep(0.5)
+        await fence_streams(nodes, clients, expected, complete)
         check_exactly_once(watches, expected, nodes.logs)
     finally:
         await proxy.close()
