@@ -204,6 +204,21 @@ class Cluster(Fanout):
                 self._outbox_size = 0
                 loop = asyncio.get_running_loop()
                 self._retry_timer = loop.call_later(1.0, self._wake.set)
+            except Exception as exc:
+                # The broker refused a message it will always refuse (an engine's own limit):
+                # retrying would loop forever, and a dead publisher would ring nobody again.
+                # Notifications are healed by a head; the controls queued now are lost, loudly.
+                self.publish_failures += 1
+                log.error(
+                    "cluster.publish_refused",
+                    error=f"{type(exc).__name__}: {exc}",
+                    controls_dropped=len(self._controls),
+                )
+                self._controls.clear()
+                self._owed = max(self._owed, self._local_last)
+                self._outbox.clear()
+                self._outbox_size = 0
+                self._wake.set()
 
     async def _send_all(self) -> None:
         broker = self.broker

@@ -137,14 +137,3 @@ class Hub:
         for subs in self._by_client.values():
             for sub in subs:
                 sub.close(reason)
-
-
-def __getattr__(name: str) -> object:
-    # The mailbox moved to mercurio.stream; tests/test_server.py and tests/test_cluster.py
-    # (not yet updated) still import it from here. Looked up lazily, so the hub itself never
-    # imports the stream: delete once those import lines name mercurio.stream.
-    if name == "Subscription":
-        from mercurio.stream import Subscription
-
-        return Subscription
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,6 +127,30 @@ async def test_a_doorbell_the_broker_lost_is_healed_by_the_beacon_in_a_quiet_per
         assert pair.received() == [1]
 
 
+async def test_a_message_the_broker_refuses_does_not_stop_the_cluster_from_publishing() -> None:
+    # An engine's own refusal (PostgreSQL's NOTIFY limit raises ValueError) once ended the
+    # sending task for good: that node rang nobody again until it restarted.
+    async with two_clusters() as pair:
+        recorded = pair.sender.broker.publish
+        refused: list[bytes] = []
+
+        async def refusing(body: bytes) -> None:
+            if b'"k":"n"' in body and not refused:
+                refused.append(body)
+                raise ValueError("payload string too long")
+            await recorded(body)
+
+        pair.sender.broker.publish = refusing  # type: ignore[method-assign]
+        with structlog.testing.capture_logs() as logs:
+            pair.commit(note(1))
+            await until(lambda: pair.received() == [1], what="note 1, healed from the store")
+        assert refused, "the refused doorbell was never sent"
+        assert any(entry["event"] == "cluster.publish_refused" for entry in logs)
+        pair.commit(note(2))
+        await until(lambda: pair.received() == [1, 2], what="note 2 after the refusal")
+        assert any(b'"k":"n"' in body and b'"e2"' in body for body in pair.sent)
+
+
 def big_note(nid: int, size: int) -> Notification:
     data = orjson.dumps({"text": "x" * size}).decode()
     return Notification(nid, f"e{nid}", "s", "c", "general", data, datetime.now(UTC))
