@@ -26,8 +26,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mercurio.backoff import backoff_delay
-from mercurio.model import Notification, utc
+from mercurio.model import Notification
 from mercurio.schema import consumer_cursors, notifications
+from mercurio.store.reads import row_to_notification
 
 log = structlog.get_logger("mercurio.consumers")
 
@@ -232,20 +233,7 @@ async def _claim(conn: AsyncConnection, name: str) -> int | None:
 
 async def _page_after(conn: AsyncConnection, position: int, limit: int) -> list[Notification]:
     query = sa.select(n).where(n.c.id > position).order_by(n.c.id).limit(limit)
-    return [_note(row) for row in await conn.execute(query)]
-
-
-def _note(row: sa.Row[Any]) -> Notification:
-    return Notification(
-        id=row.id,
-        event_id=row.event_id,
-        source_id=row.source_id,
-        client_id=row.client_id,
-        category=row.category,
-        data_json=row.data,
-        created_at=utc(row.created_at),
-        read_at=utc(row.read_at) if row.read_at is not None else None,
-    )
+    return [row_to_notification(row) for row in await conn.execute(query)]
 
 
 def _insert_for(conn: AsyncConnection) -> Any:

@@ -6,6 +6,7 @@ preferences excepted); these are the small writes outside the group commit.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -39,16 +40,7 @@ async def set_read(
         await _upsert_state(conn, client_id, notification_id, read_at=read_at)
     else:
         await conn.execute(n.update().where(n.c.id == notification_id).values(read_at=read_at))
-    return Notification(
-        note.id,
-        note.event_id,
-        note.source_id,
-        note.client_id,
-        note.category,
-        note.data_json,
-        note.created_at,
-        read_at,
-    )
+    return dataclasses.replace(note, read_at=read_at)
 
 
 async def mark_all_read(conn: AsyncConnection, client_id: str, category: str | None) -> int:
