@@ -14,6 +14,7 @@ import structlog
 
 from mercurio.brokers import Broker, create_broker
 from mercurio.brokers.memory import memory_server
+from mercurio.config import load_settings
 from mercurio.errors import BrokerUnavailable, ConfigError
 from tests.conftest import PG_ADMIN_URL, skip_or_fail
 from tests.helpers import until
@@ -187,6 +188,16 @@ async def test_unknown_scheme_is_refused_naming_the_supported_ones() -> None:
     assert message.startswith("MERCURIO_MQ_CONN:")
     assert "amqp://" in message and "redis://" in message and "postgresql://" in message
     assert "hunter2" not in message
+    # Start-up asks the same registry, so the setting is refused with the very same words.
+    with pytest.raises(ConfigError) as at_start:
+        load_settings(
+            {
+                "MERCURIO_MQ": "on",
+                "MERCURIO_MQ_CONN": "kafka://user:hunter2@127.0.0.1/",
+                "MERCURIO_DB_CONN": "postgresql://postgres@127.0.0.1/test",
+            }
+        )
+    assert message in str(at_start.value)
 
 
 @pytest.mark.parametrize(

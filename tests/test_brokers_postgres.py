@@ -19,7 +19,7 @@ from tests.conftest import new_client_id
 from tests.helpers import until
 from tests.tcp_proxy import TcpProxy
 from tests.test_brokers import Brokers, reachable, via
-from tests.test_cluster import Nodes, Watch, check_exactly_once
+from tests.test_cluster_nodes import Nodes, Watch, check_exactly_once
 
 pytestmark = pytest.mark.timeout(60)
 
