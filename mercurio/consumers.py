@@ -19,7 +19,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -29,6 +29,7 @@ from mercurio.backoff import backoff_delay
 from mercurio.model import Notification
 from mercurio.schema import consumer_cursors, notifications
 from mercurio.store.reads import row_to_notification
+from mercurio.store.state import insert_for
 
 log = structlog.get_logger("mercurio.consumers")
 
@@ -218,7 +219,7 @@ class ConsumerRunner:
                 newest = sa.select(sa.func.coalesce(sa.func.max(n.c.id), 0))
                 start = int((await conn.execute(newest)).scalar_one())
             row = {"name": consumer.name, "position": start, "updated_at": datetime.now(UTC)}
-            statement = _insert_for(conn)(c).values(**row)
+            statement = insert_for(conn)(c).values(**row)
             await conn.execute(statement.on_conflict_do_nothing(index_elements=[c.c.name]))
 
 
@@ -234,15 +235,6 @@ async def _claim(conn: AsyncConnection, name: str) -> int | None:
 async def _page_after(conn: AsyncConnection, position: int, limit: int) -> list[Notification]:
     query = sa.select(n).where(n.c.id > position).order_by(n.c.id).limit(limit)
     return [row_to_notification(row) for row in await conn.execute(query)]
-
-
-def _insert_for(conn: AsyncConnection) -> Any:
-    """The dialect's INSERT construct, which knows ON CONFLICT."""
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    return insert
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -74,7 +74,7 @@ async def _mark_announcements_read(
     )
     if category is not None:
         unread_announcements = unread_announcements.where(n.c.category == category)
-    statement = _insert_for(conn)(s).from_select(
+    statement = insert_for(conn)(s).from_select(
         ["client_id", "notification_id", "read_at"], unread_announcements
     )
     statement = statement.on_conflict_do_update(
@@ -122,7 +122,7 @@ async def record_ticket(conn: AsyncConnection, ticket_id: str, expires_at: float
     await conn.execute(stream_tickets.insert().values(ticket_id=ticket_id, expires_at=expires_at))
 
 
-def _insert_for(conn: AsyncConnection) -> Any:
+def insert_for(conn: AsyncConnection) -> Any:
     """The dialect's INSERT construct, which knows ON CONFLICT."""
     if conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -134,7 +134,7 @@ def _insert_for(conn: AsyncConnection) -> Any:
 async def _upsert(
     conn: AsyncConnection, table: sa.Table, values: dict[str, Any], *, keys: list[str]
 ) -> None:
-    statement = _insert_for(conn)(table).values(**values)
+    statement = insert_for(conn)(table).values(**values)
     updates = {k: v for k, v in values.items() if k not in keys}
     await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
 
