@@ -18,8 +18,9 @@ from mercurio.errors import StoreUnavailable
 from mercurio.model import NewNotification, Notification
 from mercurio.store import reads, state
 from mercurio.store.engines import Engines, check_reachable, migrate, upgrade_database
+from mercurio.store.postgres_writes import PUBLISH_LOCK_KEY
 from mercurio.store.reads import Page, Replay, Status
-from mercurio.store.writer import MAX_BATCH_ITEMS, PUBLISH_LOCK_KEY, GroupCommitWriter, OnCommit
+from mercurio.store.writer import MAX_BATCH_ITEMS, GroupCommitWriter, OnCommit
 from mercurio.urls import database_url
 
 __all__ = [

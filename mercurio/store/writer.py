@@ -3,35 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mercurio.errors import EventConflict, StoreUnavailable
 from mercurio.model import NewNotification, Notification
-from mercurio.schema import notifications
-from mercurio.store.reads import row_to_notification
+from mercurio.store.planning import Key, Planner, key_of, plan
+from mercurio.store.postgres_writes import PostgresWrites
+from mercurio.store.sqlite_writes import SqliteWrites
 
 OnCommit = Callable[[list[Notification]], None]
 
-# Every publishing transaction on PostgreSQL takes this transaction-scoped advisory lock before
-# it draws ids, so ids are handed out in commit order across all nodes (DESIGN.md invariant 4):
-# once id N is visible, every id below N is either visible too or will never exist.
-PUBLISH_LOCK_KEY = 0x6D657263  # "merc"
 MAX_BATCH_ITEMS = 20_000
-IN_CHUNK = 500
-
-n = notifications
-
-Key = tuple[str, str, str]
-"""(client, publisher, event id): a publish is idempotent per publisher."""
 
 Answer = list[Notification] | EventConflict
+
+
+class Transactions(Protocol):
+    """One dialect's publishing transaction (sqlite_writes.py, postgres_writes.py)."""
+
+    async def write(
+        self, lookups: list[NewNotification], plan: Planner, now: datetime
+    ) -> tuple[dict[Key, Notification], list[Notification]]: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -49,12 +50,19 @@ class GroupCommitWriter:
         self.batches_committed = 0
         self.items_committed = 0
         self._queue: asyncio.Queue[_PublishRequest] = asyncio.Queue(maxsize=queue_size)
-        self._engine: AsyncEngine | None = None
+        self._transactions: Transactions | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self, engine: AsyncEngine) -> None:
-        """Start writing through the engine (its schema at head)."""
-        self._engine = engine
+        """Start writing to the engine's database (its schema at head).
+
+        On SQLite the writer keeps a connection of its own in a thread of its own.
+        """
+        self._transactions = (
+            SqliteWrites(engine.url.database or "")
+            if engine.dialect.name == "sqlite"
+            else PostgresWrites(engine)
+        )
         self._task = asyncio.create_task(self._write_loop(), name="mercurio-store-writer")
 
     async def close(self) -> None:
@@ -68,6 +76,8 @@ class GroupCommitWriter:
         except asyncio.CancelledError:
             pass
         self._task = None
+        if self._transactions is not None:
+            await self._transactions.close()
 
     async def publish(self, items: list[NewNotification]) -> list[Notification]:
         """Store items in one transaction (shared with concurrent publishes); return them.
@@ -142,36 +152,27 @@ class GroupCommitWriter:
         self, batch: list[_PublishRequest]
     ) -> tuple[list[Answer], list[Notification]]:
         """One transaction for the batch: each request's answer, and the rows it inserted."""
-        assert self._engine is not None, "writer not started"
-        now = datetime.now(UTC)
-        async with self._engine.begin() as conn:
-            if conn.dialect.name != "sqlite":
-                await conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}
-                )
-            all_items = [item for request in batch for item in request.items]
-            known = await _existing(conn, [i for i in all_items if i.check_duplicate])
-            pending, conflicts = _plan(batch, known)
-            fresh = await _insert(conn, list(pending.values()), now)
-        for key, stored in zip(pending, fresh, strict=True):
-            known[key] = stored
+        assert self._transactions is not None, "writer not started"
+        requests = [request.items for request in batch]
+        conflicts: dict[int, EventConflict] = {}
+        inserted: list[Key] = []
+
+        def planned(known: dict[Key, Notification]) -> list[NewNotification]:
+            pending, found = plan(requests, known)
+            conflicts.update(found)
+            inserted[:] = pending
+            return list(pending.values())
+
+        lookups = [item for items in requests for item in items if item.check_duplicate]
+        known, fresh = await self._transactions.write(lookups, planned, datetime.now(UTC))
+        # Both dialects hand the new rows back in the order they were planned.
+        known.update(zip(inserted, fresh, strict=True))
         fresh.sort(key=lambda note: note.id)
         answers: list[Answer] = [
-            conflicts[index]
-            if index in conflicts
-            else [known[_key(item)] for item in request.items]
-            for index, request in enumerate(batch)
+            conflicts[index] if index in conflicts else [known[key_of(item)] for item in items]
+            for index, items in enumerate(requests)
         ]
         return answers, fresh
-
-
-def _key(item: NewNotification) -> Key:
-    return (item.client_id, item.publisher_id, item.event_id)
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _fail(batch: Iterable[_PublishRequest], error: Exception) -> None:
@@ -191,88 +192,12 @@ def _settle(request: _PublishRequest, answer: Answer) -> None:
 
 def _may_be_one_items_fault(exc: Exception) -> bool:
     """Whether a failed batch may be one item's fault (bad data), not the database's."""
+    if isinstance(exc, sqlite3.Error):
+        # The stdlib driver's own errors (SQLite's publishing connection is not SQLAlchemy's).
+        return not isinstance(exc, sqlite3.OperationalError)
     if isinstance(exc, DBAPIError):
         # asyncpg reports refused data (a NUL in text, say) as a plain DBAPIError.
         return not exc.connection_invalidated and not isinstance(
             exc, OperationalError | InterfaceError
         )
     return isinstance(exc, ValueError | TypeError | StatementError)
-
-
-def _plan(
-    batch: list[_PublishRequest], known: dict[Key, Notification]
-) -> tuple[dict[Key, NewNotification], dict[int, EventConflict]]:
-    """The rows to insert, and the requests that reuse an event id for different content."""
-    pending: dict[Key, NewNotification] = {}
-    conflicts: dict[int, EventConflict] = {}
-    for index, request in enumerate(batch):
-        mine: dict[Key, NewNotification] = {}
-        for item in request.items:
-            key = _key(item)
-            if not _agrees(item, known.get(key) or pending.get(key) or mine.get(key)):
-                conflicts[index] = EventConflict(item.event_id)
-                break
-            if key not in known:
-                mine.setdefault(key, item)
-        else:
-            for key, item in mine.items():
-                pending.setdefault(key, item)
-    return pending, conflicts
-
-
-def _agrees(item: NewNotification, earlier: Notification | NewNotification | None) -> bool:
-    if earlier is None:
-        return True
-    return item.same_content(earlier.source_id, earlier.category, earlier.data_json)
-
-
-async def _existing(conn: AsyncConnection, items: list[NewNotification]) -> dict[Key, Notification]:
-    """The stored notifications these items would repeat, by key."""
-    by_event: dict[tuple[str, str], set[str]] = {}
-    for item in items:
-        by_event.setdefault((item.event_id, item.publisher_id), set()).add(item.client_id)
-    found: dict[Key, Notification] = {}
-    for (event_id, publisher_id), clients in by_event.items():
-        for chunk in _chunks(sorted(clients), IN_CHUNK):
-            query = sa.select(n).where(
-                n.c.event_id == event_id,
-                n.c.publisher_id == publisher_id,
-                n.c.client_id.in_(chunk),
-            )
-            for row in await conn.execute(query):
-                note = row_to_notification(row)
-                found[(note.client_id, publisher_id, note.event_id)] = note
-    return found
-
-
-async def _insert(
-    conn: AsyncConnection, items: list[NewNotification], now: datetime
-) -> list[Notification]:
-    """Insert the items; the stored notifications in the items' order."""
-    if not items:
-        return []
-    rows = [
-        {
-            "event_id": item.event_id,
-            "source_id": item.source_id,
-            "client_id": item.client_id,
-            "category": item.category,
-            "data": item.data_json,
-            "created_at": now,
-            "publisher_id": item.publisher_id,
-        }
-        for item in items
-    ]
-    result = await conn.execute(n.insert().returning(n.c.id, sort_by_parameter_order=True), rows)
-    return [
-        Notification(
-            row.id,
-            item.event_id,
-            item.source_id,
-            item.client_id,
-            item.category,
-            item.data_json,
-            now,
-        )
-        for item, row in zip(items, result.all(), strict=True)
-    ]
