@@ -73,6 +73,30 @@ async def test_concurrent_publishes_share_transactions(store: Store) -> None:
     assert seen == sorted(seen) and sorted(seen) == sorted(ids)
 
 
+async def test_a_thousand_destination_publish_is_a_fixed_number_of_statements_on_postgres(
+    store: Store,
+) -> None:
+    if store.is_sqlite:
+        pytest.skip("SQLite's writer runs its batch in one thread hop (store/sqlite_writes.py)")
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    engine = store.write_engine().sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        stored = await store.publish([item(f"c{i}", "e") for i in range(1000)])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert len(stored) == 1000 and len({note.id for note in stored}) == 1000
+    assert [note.client_id for note in stored] == [f"c{i}" for i in range(1000)]
+    # The publish lock, the look-up of repeated events, the insert: one statement each.
+    assert len(statements) <= 3, statements
+    again = await store.publish([item(f"c{i}", "e") for i in range(1000)])
+    assert [note.id for note in again] == [note.id for note in stored]
+
+
 @pytest.fixture
 async def engines(store_url: str) -> AsyncIterator[Engines]:
     engines = Engines.open(database_url(store_url))
