@@ -60,4 +60,5 @@ def utc(moment: datetime) -> datetime:
 
 def rfc3339(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and a Z, as browsers parse it."""
-    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat is C all the way; strftime was half the cost of building a frame.
+    return utc(moment).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
