@@ -192,6 +192,11 @@ def _settle(request: _PublishRequest, answer: Answer) -> None:
 
 def _may_be_one_items_fault(exc: Exception) -> bool:
     """Whether a failed batch may be one item's fault (bad data), not the database's."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        # asyncpg's own error (PostgreSQL's publishing statements run on the raw driver):
+        # data exceptions (class 22) and integrity violations (23) are the row's fault.
+        return sqlstate[:2] in ("22", "23")
     if isinstance(exc, sqlite3.Error):
         # The stdlib driver's own errors (SQLite's publishing connection is not SQLAlchemy's).
         return not isinstance(exc, sqlite3.OperationalError)
