@@ -21,7 +21,7 @@ from bench.loadgen import Worker, mint_tokens, publisher_worker, stream_worker
 from bench.measure import CpuWindow, latency_ms
 from bench.servers import HOST, Server
 
-PUBLISHERS = 8  # connections publishing fan-out events (open loop)
+PUBLISHERS = 8  # connections publishing announcements (open loop)
 PAD = "You have a new notification: someone commented on your post."
 
 
@@ -115,7 +115,9 @@ class Bench:
         """Publish `publishes` announcements, or broadcasts to lists of the open streams' users.
 
         interval 0 is a burst (back-to-back publishes: throughput); otherwise publishes are
-        paced every `interval` seconds (latency at a given rate).
+        paced every `interval` seconds (latency at a given rate). Broadcasts go out on
+        `--broadcast-connections` connections (2: one request can be stored while the one
+        before fans out), so their latency is a request's own, not the queue of a whole burst.
         """
         owner = {u: i for i, part in enumerate(self.users) for u in part}
         counts = [len(part) for part in self.users]
@@ -136,7 +138,8 @@ class Bench:
         window = CpuWindow(self.server, list(self.workers))
         timeout = 30 + sum(map(sum, due)) * 300e-6
         pool: asyncio.Queue[HttpClient] = asyncio.Queue()
-        clients = [self.publisher() for _ in range(min(PUBLISHERS, publishes))]
+        connections = PUBLISHERS if kind == "announce" else self.args.broadcast_connections
+        clients = [self.publisher() for _ in range(min(connections, publishes))]
         for client in clients:
             await client.request("GET", "/")
             pool.put_nowait(client)
@@ -191,6 +194,7 @@ class Bench:
             "streams": n,
             "publishes": publishes,
             "destinations_per_publish": n if kind == "announce" else len(lists[0] or []),
+            "connections": len(clients),
             "publish_errors": errors,
             "offered_per_s": n / interval if interval else None,
             "publish_seconds": published - first,

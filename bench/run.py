@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--burst-deliveries", type=int, help="deliveries per announce burst")
     add("--broadcast-deliveries", type=int, help="deliveries per broadcast phase")
     add("--per-request", type=int, default=1000, help="destinations per broadcast request")
+    add("--broadcast-connections", type=int, default=2, help="connections publishing the "
+        "broadcasts, each waiting for its answer before the next")  # fmt: skip
     add("--prefill-rows", type=int, help="rows stored before the flatness broadcast")
     add("--workers", type=int, default=2, help="stream-reading processes")
     add("--tracemalloc", type=int, help="streams to open on a server under tracemalloc")
