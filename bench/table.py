@@ -71,6 +71,10 @@ def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
     def memory(section: dict[str, Any]) -> float | None:
         return _dig(_find(section.get("memory", []), streams=n), "kib_per_stream")
 
+    def traced(section: dict[str, Any]) -> float | None:
+        value = _dig(section, "bytes_per_stream")
+        return None if value is None else value / 1024
+
     def flat(*path: str) -> Getter:
         burst = fanout("broadcast", "burst", *path)
 
@@ -96,6 +100,7 @@ def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("unicast CPU µs/publish", f"c={top}", "unicast_cpu_us", "",
          unicast("server_cpu_us_per_publish"), ",.0f"),
         ("KiB per idle stream (RSS)", stream_at, "kib_per_stream", "", memory, ".1f"),
+        ("KiB per idle stream (tracemalloc)", "", "kib_per_stream", "tracemalloc", traced, ".1f"),
         ("announce CPU µs/delivery", f"{stream_at}, burst", "announce_cpu_us", "",
          fanout("announce", "burst", "server_cpu_us_per_delivery"), ".1f"),
         ("announce paced p99 ms", f"{stream_at}, 50,000/s offered", "announce_paced_p99_ms", "",
@@ -127,6 +132,11 @@ def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
             }
             if "prefill_rows" in stored:
                 at = f"{stored['prefill_rows']:,} rows stored, {at}"
+        elif section == "tracemalloc":
+            # Python objects only, over the traced server's streams (the service alone).
+            where = {"mercurio": report["tracemalloc"]} if "tracemalloc" in report else {}
+            if where:
+                at = f"{report['tracemalloc']['streams']:,} streams"
         else:
             where = report.get(section, {}) if section else report
         values = {side: get(where[side]) if side in where else None for side in SIDES}
@@ -222,4 +232,19 @@ def render(report: dict[str, Any]) -> str:
     skipped = report.get("postgres", {}).get("skipped")
     if skipped:
         notes.append(f"postgres: skipped ({skipped})")
-    return "\n".join([*issue_table(report["table"]), "", *detail_table(report), *notes])
+    return "\n".join([*issue_table(figures(report)), "", *detail_table(report), *notes])
+
+
+def main() -> None:
+    """`python -m bench.table RESULT.json`: print a written report's tables again."""
+    import json
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m bench.table bench/results/<timestamp>.json")
+    with open(sys.argv[1]) as f:
+        print(render(json.load(f)))
+
+
+if __name__ == "__main__":
+    main()
