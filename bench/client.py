@@ -14,7 +14,7 @@ from array import array
 
 import orjson
 
-STAMP = re.compile(rb'"t":([0-9.]+)')
+STAMP = re.compile(rb'"t": ?([0-9.]+)')  # the peer's json.dumps puts a space
 
 
 class HttpError(Exception):

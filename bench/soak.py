@@ -26,7 +26,7 @@ from typing import Any
 from bench import proc as procstat
 from bench.client import HttpClient, SSEReader, Tally, stream_request
 from bench.loadgen import mint_tokens
-from bench.run import HOST, Server, mercurio_env
+from bench.servers import HOST, Server, mercurio_env
 
 OPEN_STREAMS = re.compile(rb"^mercurio_open_streams (\d+(?:\.\d+)?)$", re.M)
 
