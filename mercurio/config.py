@@ -96,13 +96,13 @@ class Settings(BaseSettings):
     # A slow reader's buffer is bounded in bytes too: 256 frames of 60 kB are 15 MiB a stream.
     stream_buffer_bytes: int = Field(default=1024 * 1024, ge=4096, le=1 << 30)
     replay_max: int = Field(default=1000, ge=1, le=100_000)
+    stream_replay_concurrency: int = Field(default=16, ge=1, le=10_000)  # resumes at once
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_destinations: int = Field(default=10_000, ge=1, le=1_000_000)
     max_streams_per_client: int = Field(default=10, ge=1, le=10_000)
     publish_rate: float = Field(default=1000.0, ge=0, le=1_000_000)  # 0: no limit
     publish_burst: int = Field(default=2000, ge=1, le=10_000_000)
-    # Rows and bytes a publish stores (data size x destinations), not only requests, are
-    # budgeted: one 64 KiB broadcast could otherwise store 160 MiB.
+    # Rows and bytes are budgeted, not only requests: a 64 KiB broadcast can store 160 MiB.
     publish_max_bytes_per_request: int = Field(default=4 * 1024 * 1024, ge=1024, le=1 << 30)
     publish_row_rate: float = Field(default=20_000.0, ge=0, le=100_000_000)  # 0: no limit
     publish_row_burst: int = Field(default=100_000, ge=1, le=100_000_000)

@@ -5,6 +5,7 @@ Registry and fan-out only: what a stream is, and how it writes, is mercurio.stre
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -38,7 +39,7 @@ class Mailbox(Protocol):
 class Hub:
     """Which streams are open on this node, by client, and fan-out of frames to them."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay_concurrency: int = 16) -> None:
         self._by_client: dict[str, set[Mailbox]] = {}
         self._muted: dict[str, frozenset[str]] = {}
         self.open_streams = 0
@@ -46,6 +47,8 @@ class Hub:
         self.slow_disconnects = 0
         self.announce_deliveries = 0
         self.replayed = 0
+        self.replay_slots = asyncio.Semaphore(replay_concurrency)
+        """How many streams replay what they missed at once; the others wait their turn."""
         self.deliver_latency = LatencyTally()
         self.closing: CloseReason | None = None
         """Why every stream was closed (shutdown); a stream registered afterwards ends at once."""

@@ -40,7 +40,7 @@ class Node:
     ) -> None:
         self.settings = settings
         self.auth = Authenticator(settings)
-        self.hub = Hub()
+        self.hub = Hub(settings.stream_replay_concurrency)
         self.fanout = fanout or build_fanout(settings, self.hub)
         # Durable consumers (Web Push and e-mail come next); a local commit rings them.
         self.consumers = ConsumerRunner(consumers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
@@ -15,6 +16,15 @@ HEARTBEAT = b": heartbeat\n\n"
 def retry(milliseconds: int) -> bytes:
     """The reconnection-delay hint."""
     return b"retry: %d\n\n" % milliseconds
+
+
+def jittered_retry(base_ms: int) -> bytes:
+    """The reconnection-delay hint for one stream: a random delay from base to twice base.
+
+    A deploy drops every stream at once; with one delay for all, every client would come back
+    in the same instant and replay its backlog at once (a reconnect storm).
+    """
+    return retry(random.randint(base_ms, 2 * base_ms))
 
 
 def named(event: str, payload: Any) -> bytes:

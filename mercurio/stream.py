@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import structlog
 from starlette.types import Message, Receive, Send
 
-from mercurio import sse
+from mercurio import replay, sse
 from mercurio.hub import CONTROL, Hub
 
 if TYPE_CHECKING:
@@ -283,53 +283,21 @@ async def _respond(
     # The listener is the only other task: it turns the client's disconnect into a close.
     listener = asyncio.ensure_future(_watch_disconnect(receive, sub))
     try:
-        if not await writer.write(sse.CONNECTED + sse.retry(settings.sse_retry_ms)):
+        retry = sse.jittered_retry(settings.sse_retry_ms)  # one delay for this stream
+        if not await writer.write(sse.CONNECTED + retry):
             return
         last_sent = request.last_event_id or 0
         if request.last_event_id is not None:
-            last_sent = await _replay(hub, store, settings, request, writer, muted)
+            last_sent = await replay.send_missed(hub, store, settings, request, writer, muted)
             if last_sent < 0:
                 return
         position = _Position(last_sent, head)
         await _live(hub, writer, position, settings.sse_heartbeat, request.principal.expires_at)
         if sub.reason is CloseReason.SHUTDOWN:
-            await writer.write(sse.retry(settings.sse_retry_ms))
+            await writer.write(retry)
         await writer.end()
     finally:
         listener.cancel()
-
-
-async def _replay(
-    hub: Hub,
-    store: Store,
-    settings: Settings,
-    request: StreamRequest,
-    writer: StreamWriter,
-    muted: frozenset[str],
-) -> int:
-    """Send what the client missed; return the last id sent (-1 when the client went away)."""
-    assert request.last_event_id is not None
-    replay = await store.since(
-        request.client_id,
-        request.last_event_id,
-        limit=settings.replay_max,
-        categories=request.categories,
-        muted=muted,
-    )
-    last_sent = request.last_event_id
-    if replay.notifications:
-        hub.replayed += len(replay.notifications)
-        frames = [
-            sse.NotificationFrame(n).for_client(request.client_id) for n in replay.notifications
-        ]
-        if not await writer.write(b"".join(frames)):
-            return -1
-        last_sent = replay.notifications[-1].id
-    if replay.truncated:
-        reset = sse.named("reset", {"reason": "replay-too-long", "lastEventId": last_sent})
-        if not await writer.write(reset):
-            return -1
-    return last_sent
 
 
 async def _live(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,11 @@ pytestmark = pytest.mark.timeout(60)
 
 def stream_url(client: str) -> str:
     return f"/api/clients/{client}/notifications/stream"
+
+
+def retries(raw: bytes) -> list[int]:
+    """The `retry:` hints a stream sent, in milliseconds."""
+    return [int(ms) for ms in re.findall(rb"retry: (\d+)\n\n", raw)]
 
 
 def note(nid: int, client: str) -> Notification:
@@ -58,7 +64,7 @@ async def test_response_starts_at_once_with_headers_comment_and_retry(
             if b"retry:" in first:
                 break
         assert first.startswith(b": connected")
-        assert b"retry: 3000" in first
+        assert all(3000 <= ms <= 6000 for ms in retries(first)), first  # base to twice base
 
 
 async def test_heartbeat_comments_arrive_while_idle(api: httpx.AsyncClient) -> None:
@@ -557,7 +563,10 @@ async def test_shutdown_sends_retry_then_ends_and_is_the_logged_reason(store: St
         served.hub.close_all(CloseReason.SHUTDOWN)
         await served.ended()
     assert close_reasons(logs) == ["shutdown"]
-    assert served.socket.text().endswith(b"retry: 3000\n\n")
+    text = served.socket.text()
+    connected, goodbye = retries(text)  # the same jittered delay, at the start and the end
+    assert connected == goodbye and 3000 <= goodbye <= 6000
+    assert text.endswith(b"retry: %d\n\n" % goodbye)
     assert served.socket.ended_cleanly()
 
 

@@ -7,7 +7,7 @@ engines.py opens the engines and migrates them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -22,6 +22,9 @@ from mercurio.store.postgres_writes import PUBLISH_LOCK_KEY
 from mercurio.store.reads import Page, Replay, Status
 from mercurio.store.writer import MAX_BATCH_ITEMS, GroupCommitWriter, OnCommit
 from mercurio.urls import database_url
+
+REPLAY_PAGE = 100
+"""Notifications a resuming stream reads and writes at a time (its replay's memory)."""
 
 __all__ = [
     "MAX_BATCH_ITEMS",
@@ -160,6 +163,54 @@ class Store:
         async with self._reader().connect() as conn:
             return await reads.since(
                 conn, client_id, after_id, limit=limit, categories=categories, muted=muted
+            )
+
+    async def replay(
+        self,
+        client_id: str,
+        after_id: int,
+        *,
+        limit: int,
+        page: int = REPLAY_PAGE,
+        categories: frozenset[str] | None = None,
+        muted: frozenset[str] = frozenset(),
+    ) -> AsyncGenerator[Replay, None]:
+        """since() in pages of at most `page`, oldest first: a resume's memory is one page.
+
+        The first page says truncated when more than `limit` were missed and only the newest
+        `limit` follow. Each page is read on a connection of its own, none is held while the
+        caller writes one. Ids are committed in order, so a short page is the end: what
+        commits later is the live stream's.
+        """
+        size = min(page, limit)
+        items = await self._missed_page(client_id, after_id, size, categories, muted)
+        truncated = False
+        if len(items) == size:
+            async with self._reader().connect() as conn:
+                skipped = await reads.skipped_before_newest(
+                    conn, client_id, after_id, limit=limit, categories=categories, muted=muted
+                )
+            if skipped is not None:
+                truncated = True
+                items = await self._missed_page(client_id, skipped, size, categories, muted)
+        while items:
+            yield Replay(items, truncated)
+            if len(items) < size:
+                return
+            truncated = False
+            items = await self._missed_page(client_id, items[-1].id, size, categories, muted)
+
+    async def _missed_page(
+        self,
+        client_id: str,
+        after_id: int,
+        size: int,
+        categories: frozenset[str] | None,
+        muted: frozenset[str],
+    ) -> list[Notification]:
+        async with self._reader().connect() as conn:
+            return await reads.missed_page(
+                conn, client_id, after_id, limit=size, categories=categories, muted=muted
             )
 
     async def committed_after(self, after_id: int, *, limit: int) -> list[Notification]:

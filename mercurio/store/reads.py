@@ -116,6 +116,21 @@ async def get(conn: AsyncConnection, client_id: str, notification_id: int) -> No
     return row_to_notification(row) if row is not None else None
 
 
+def _missed(
+    client_id: str,
+    after_id: int,
+    categories: frozenset[str] | None,
+    muted: frozenset[str],
+) -> sa.Select[Any]:
+    """What the client can see after after_id, in its categories, less the muted ones."""
+    query = visible(client_id).where(n.c.id > after_id)
+    if categories is not None:
+        query = query.where(n.c.category.in_(sorted(categories)))
+    if muted:
+        query = query.where(n.c.category.not_in(sorted(muted)))
+    return query
+
+
 async def since(
     conn: AsyncConnection,
     client_id: str,
@@ -126,16 +141,42 @@ async def since(
     muted: frozenset[str],
 ) -> Replay:
     """What the client missed after after_id, oldest first, at most the newest `limit`."""
-    query = visible(client_id).where(n.c.id > after_id)
-    if categories is not None:
-        query = query.where(n.c.category.in_(sorted(categories)))
-    if muted:
-        query = query.where(n.c.category.not_in(sorted(muted)))
+    query = _missed(client_id, after_id, categories, muted)
     query = query.order_by(n.c.id.desc()).limit(limit + 1)
     rows = (await conn.execute(query)).all()
     items = [row_to_notification(row) for row in rows[:limit]]
     items.reverse()
     return Replay(items, truncated=len(rows) > limit)
+
+
+async def skipped_before_newest(
+    conn: AsyncConnection,
+    client_id: str,
+    after_id: int,
+    *,
+    limit: int,
+    categories: frozenset[str] | None,
+    muted: frozenset[str],
+) -> int | None:
+    """The newest missed id older than the newest `limit` missed (None: no more than that)."""
+    query = _missed(client_id, after_id, categories, muted).with_only_columns(n.c.id)
+    query = query.order_by(n.c.id.desc()).offset(limit).limit(1)
+    value = (await conn.execute(query)).scalar()
+    return None if value is None else int(value)
+
+
+async def missed_page(
+    conn: AsyncConnection,
+    client_id: str,
+    after_id: int,
+    *,
+    limit: int,
+    categories: frozenset[str] | None,
+    muted: frozenset[str],
+) -> list[Notification]:
+    """The oldest `limit` notifications the client missed after after_id, oldest first."""
+    query = _missed(client_id, after_id, categories, muted).order_by(n.c.id).limit(limit)
+    return [row_to_notification(row) for row in (await conn.execute(query)).all()]
 
 
 async def committed_after(
