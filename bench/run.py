@@ -52,7 +52,7 @@ MODES: dict[str, dict[str, Any]] = {
         burst_deliveries=500, broadcast_deliveries=500, tracemalloc=0, prefill_rows=5_000,
     ),
     "quick": dict(
-        streams=[1000], concurrency=[1, 16, 64], unicast_seconds=3.0, paced_seconds=3.0,
+        streams=[1000], concurrency=[1, 64], unicast_seconds=2.0, paced_seconds=2.0,
         burst_deliveries=30_000, broadcast_deliveries=20_000, tracemalloc=0,
         prefill_rows=200_000,
     ),
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench.run", description=__doc__.split("\n\n")[0]
     )
     add = parser.add_argument
-    add("--quick", action="store_true", help="1,000 streams, short phases (~2-3 min)")
+    add("--quick", action="store_true", help="1,000 streams, short phases (~3 min)")
     add("--tiny", action="store_true", help="50 streams, a few publishes (smoke test)")
     add("--streams", help="comma-separated stream counts (default 10000)")
     add("--concurrency", help="unicast concurrencies (default 1,16,64)")
