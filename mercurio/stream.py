@@ -1,20 +1,22 @@
 """One open stream: its request, mailbox and writer, the replay, then the live loop.
 
 Close flow (who cancels whom): anyone closes a stream's Subscription with a CloseReason: the
-hub when its buffer overflows or at shutdown, the disconnect listener, the live loop when the
-token expires. Closing wakes the writer and tells it why. Only the StreamWriter cancels, only
-its own task, only a write stuck on a full socket when the reader stopped reading, and it takes
-that cancel back itself. A stream is one task plus its disconnect listener, nothing more.
+hub when its buffer overflows or at shutdown, the server when the connection is lost, the live
+loop when the token expires. Closing wakes the writer and tells it why. Only the StreamWriter
+cancels, only its own task, only a write stuck on a full socket when the reader stopped
+reading, and it takes that cancel back itself. A stream is one task: the server reports a lost
+connection to the Subscription itself (mercurio.protocol.Connection); only under a server
+without that hook does a second task wait on receive() for the http.disconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from starlette.types import Message, Receive, Send
@@ -61,6 +63,14 @@ class StreamRequest:
     categories: frozenset[str] | None
 
 
+class LossHook(Protocol):
+    """How the server reports the loss of a connection (mercurio.protocol.Connection)."""
+
+    def notify(self, callback: Callable[[], None] | None) -> None:
+        """Call callback once the connection is lost (at once if it is); None: stop."""
+        ...
+
+
 class Subscription:
     """One stream's mailbox: a bounded buffer of frames, a way to wake its writer, its close.
 
@@ -92,7 +102,8 @@ class Subscription:
         self.categories = categories
         self.limit = limit
         self.max_bytes = max_bytes
-        self.buffer: deque[tuple[int, bytes]] = deque()
+        # A list, not a deque: an empty deque is 0.6 KiB, and most streams are idle.
+        self.buffer: list[tuple[int, bytes]] = []
         self.buffered_bytes = 0
         self.pending_since = 0.0
         """When the hub queued the oldest frame still in the buffer (monotonic seconds)."""
@@ -132,6 +143,10 @@ class Subscription:
         self.buffered_bytes += len(frame)
         self._wake()
         return True
+
+    def lost(self) -> None:
+        """The connection is gone (the server's LossHook calls this)."""
+        self.close(CloseReason.DISCONNECT)
 
     def close(self, reason: CloseReason) -> None:
         """End the stream at the writer's next turn; the first reason given is the one kept."""
@@ -236,8 +251,12 @@ async def serve(
     send: Send,
     *,
     muted: frozenset[str],
+    connection: LossHook | None = None,
 ) -> None:
     """Serve one stream from registration to its close (muted: the client's, read earlier).
+
+    connection: the server's hook for a lost connection; without it, a listener task awaits
+    receive() for the http.disconnect.
 
     It registers before its first await: the caller's stream-count check still holds, and
     what commits from here on is pushed to the stream while the replay reads the store.
@@ -251,9 +270,18 @@ async def serve(
     hub.register(sub, muted)
     opened = time.monotonic()
     log.info("stream.open", client_id=request.client_id, last_event_id=request.last_event_id)
+    listener = None
+    if connection is not None:
+        connection.notify(sub.lost)
+    else:
+        listener = asyncio.ensure_future(_watch_disconnect(receive, sub))
     try:
-        await _respond(hub, store, settings, request, sub, receive, send, muted)
+        await _respond(hub, store, settings, request, sub, send, muted)
     finally:
+        if listener is not None:
+            listener.cancel()
+        elif connection is not None:
+            connection.notify(None)
         hub.unregister(sub)
         log.info(
             "stream.close",
@@ -269,7 +297,6 @@ async def _respond(
     settings: Settings,
     request: StreamRequest,
     sub: Subscription,
-    receive: Receive,
     send: Send,
     muted: frozenset[str],
 ) -> None:
@@ -280,23 +307,18 @@ async def _respond(
         head = await store.head(request.client_id)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     writer = StreamWriter(send, sub)
-    # The listener is the only other task: it turns the client's disconnect into a close.
-    listener = asyncio.ensure_future(_watch_disconnect(receive, sub))
-    try:
-        if not await writer.write(sse.CONNECTED + sse.retry(settings.sse_retry_ms)):
+    if not await writer.write(sse.CONNECTED + sse.retry(settings.sse_retry_ms)):
+        return
+    last_sent = request.last_event_id or 0
+    if request.last_event_id is not None:
+        last_sent = await _replay(hub, store, settings, request, writer, muted)
+        if last_sent < 0:
             return
-        last_sent = request.last_event_id or 0
-        if request.last_event_id is not None:
-            last_sent = await _replay(hub, store, settings, request, writer, muted)
-            if last_sent < 0:
-                return
-        position = _Position(last_sent, head)
-        await _live(hub, writer, position, settings.sse_heartbeat, request.principal.expires_at)
-        if sub.reason is CloseReason.SHUTDOWN:
-            await writer.write(sse.retry(settings.sse_retry_ms))
-        await writer.end()
-    finally:
-        listener.cancel()
+    position = _Position(last_sent, head)
+    await _live(hub, writer, position, settings.sse_heartbeat, request.principal.expires_at)
+    if sub.reason is CloseReason.SHUTDOWN:
+        await writer.write(sse.retry(settings.sse_retry_ms))
+    await writer.end()
 
 
 async def _replay(
@@ -379,9 +401,8 @@ async def _live(
 def _drain(sub: Subscription, last_sent: int) -> tuple[bytes, int]:
     """Everything buffered as one write, skipping what the replay already sent."""
     frames = []
-    buffer = sub.buffer
-    while buffer:
-        nid, frame = buffer.popleft()
+    buffer, sub.buffer = sub.buffer, []
+    for nid, frame in buffer:
         if nid == CONTROL:
             frames.append(frame)
         elif nid > last_sent:
