@@ -15,7 +15,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -23,6 +22,9 @@ from starlette.types import Message, Receive, Send
 
 from mercurio import sse
 from mercurio.hub import CONTROL, Hub
+from mercurio.mailbox import CloseReason, Subscription
+
+__all__ = ["CloseReason", "StreamRequest", "StreamWriter", "Subscription", "serve"]
 
 if TYPE_CHECKING:
     from mercurio.auth import Principal
@@ -36,21 +38,6 @@ HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-class CloseReason(StrEnum):
-    """Why a stream ended, as its stream.close log line says."""
-
-    DISCONNECT = "disconnect"
-    SLOW_READER = "slow-reader"
-    SHUTDOWN = "shutdown"
-    TOKEN_EXPIRED = "token-expired"
-    ENDED = "ended"  # nobody closed it: the peer reset the connection
-
-    @property
-    def drops_connection(self) -> bool:
-        """The client is gone or not reading: nothing more is written, not even the end."""
-        return self in (CloseReason.DISCONNECT, CloseReason.SLOW_READER)
 
 
 @dataclass(slots=True)
@@ -69,115 +56,6 @@ class LossHook(Protocol):
     def notify(self, callback: Callable[[], None] | None) -> None:
         """Call callback once the connection is lost (at once if it is); None: stop."""
         ...
-
-
-class Subscription:
-    """One stream's mailbox: a bounded buffer of frames, a way to wake its writer, its close.
-
-    Small on purpose (tens of thousands live at once). The hub appends, the writer takes out.
-    """
-
-    __slots__ = (
-        "buffer",
-        "buffered_bytes",
-        "categories",
-        "client_id",
-        "limit",
-        "max_bytes",
-        "pending_since",
-        "reason",
-        "waiter",
-        "writer",
-    )
-
-    def __init__(
-        self,
-        client_id: str,
-        *,
-        limit: int,
-        max_bytes: int = 1 << 20,
-        categories: frozenset[str] | None = None,
-    ) -> None:
-        self.client_id = client_id
-        self.categories = categories
-        self.limit = limit
-        self.max_bytes = max_bytes
-        # A list, not a deque: an empty deque is 0.6 KiB, and most streams are idle.
-        self.buffer: list[tuple[int, bytes]] = []
-        self.buffered_bytes = 0
-        self.pending_since = 0.0
-        """When the hub queued the oldest frame still in the buffer (monotonic seconds)."""
-        self.waiter: asyncio.Future[None] | None = None
-        self.reason: CloseReason | None = None
-        self.writer: StreamWriter | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self.reason is not None
-
-    def wants(self, category: str) -> bool:
-        return self.categories is None or category in self.categories
-
-    def push(self, notification_id: int, frame: bytes, at: float) -> bool:
-        """Queue a frame handed over at `at`; False when the buffer was full and the stream
-        is now closed."""
-        if self.reason is not None:
-            return True
-        if self.buffer and (
-            len(self.buffer) >= self.limit or self.buffered_bytes + len(frame) > self.max_bytes
-        ):
-            # Live delivery may drop, replay may not (invariant 3): close, and the client
-            # resumes from the store with Last-Event-ID. An empty buffer takes any one frame:
-            # one big notification must not close every stream it goes to.
-            log.warning(
-                "stream.slow_reader",
-                client_id=self.client_id,
-                buffered=len(self.buffer),
-                buffered_bytes=self.buffered_bytes,
-            )
-            self.close(CloseReason.SLOW_READER)
-            return False
-        if not self.buffer:
-            self.pending_since = at
-        self.buffer.append((notification_id, frame))
-        self.buffered_bytes += len(frame)
-        self._wake()
-        return True
-
-    def lost(self) -> None:
-        """The connection is gone (the server's LossHook calls this)."""
-        self.close(CloseReason.DISCONNECT)
-
-    def close(self, reason: CloseReason) -> None:
-        """End the stream at the writer's next turn; the first reason given is the one kept."""
-        if self.reason is None:
-            self.reason = CloseReason(reason)
-            self._wake()
-            if self.writer is not None:
-                self.writer.closed(self.reason)
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self, timeout: float) -> None:
-        """Sleep until a frame arrives, the stream is closed, or timeout seconds pass."""
-        if self.buffer or self.reason is not None:
-            return
-        loop = asyncio.get_running_loop()
-        waiter = self.waiter = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self.waiter = None
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class StreamWriter:
