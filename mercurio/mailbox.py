@@ -134,17 +134,28 @@ class Subscription:
     async def wait(self, timeout: float) -> None:
         """Sleep until a frame arrives, the stream is closed, or about timeout seconds pass
         (at most an alarm step late)."""
+        waiter = self.sleep(timeout)
+        if waiter is not None:
+            try:
+                await waiter
+            finally:
+                self.woke()
+
+    def sleep(self, timeout: float) -> asyncio.Future[None] | None:
+        """wait() without its coroutine, for the live loop (a frame per stream less): the
+        future to await, then call woke(). None: nothing to wait for."""
         if self.buffer or self.reason is not None:
-            return
+            return None
         loop = asyncio.get_running_loop()
-        alarms = _alarms_of(loop)
         waiter = self.waiter = loop.create_future()
-        self.alarm = alarms.add(self, loop.time() + timeout)
-        try:
-            await waiter
-        finally:
-            alarms.discard(self)
-            self.waiter = None
+        self.alarm = _alarms_of(loop).add(self, loop.time() + timeout)
+        return waiter
+
+    def woke(self) -> None:
+        """The sleep is over (woken, timed out or cancelled): leave the alarms."""
+        if self.alarm:
+            _ALARMS[0].discard(self)
+        self.waiter = None
 
 
 ALARM_STEP = 0.1

@@ -273,7 +273,12 @@ async def _live(
         timeout = next_beat - now
         if expires_at is not None:
             timeout = min(timeout, max(0.0, expires_at - time.time()) + 0.001)
-        await sub.wait(timeout)
+        waiter = sub.sleep(timeout)
+        if waiter is not None:
+            try:
+                await waiter
+            finally:
+                sub.woke()
 
 
 def _drain(sub: Subscription, last_sent: int) -> tuple[bytes, int]:
