@@ -107,10 +107,12 @@ class Subscription:
             )
             self.close(CloseReason.SLOW_READER)
             return False
-        if not self.buffer:
-            self.pending_since = at
-        self.buffer.append((notification_id, frame))
         self.buffered_bytes += len(frame)
+        if self.buffer:
+            self.buffer.append((notification_id, frame))
+            return True  # the writer was woken by the first one
+        self.pending_since = at
+        self.buffer.append((notification_id, frame))
         self._wake()
         return True
 
@@ -140,6 +142,7 @@ class Subscription:
                 await waiter
             finally:
                 self.woke()
+                self.forget_alarm()
 
     def sleep(self, timeout: float) -> asyncio.Future[None] | None:
         """wait() without its coroutine, for the live loop (a frame per stream less): the
@@ -148,14 +151,18 @@ class Subscription:
             return None
         loop = asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
-        self.alarm = _alarms_of(loop).add(self, loop.time() + timeout)
+        _alarms_of(loop).schedule(self, loop.time() + timeout)
         return waiter
 
     def woke(self) -> None:
-        """The sleep is over (woken, timed out or cancelled): leave the alarms."""
-        if self.alarm:
-            _ALARMS[0].discard(self)
+        """The sleep is over (woken, timed out or cancelled). The alarm stays set: the next
+        sleep, often in the same slot under a stream of frames, need not set it again."""
         self.waiter = None
+
+    def forget_alarm(self) -> None:
+        """The stream is over: leave the alarms."""
+        if self.alarm and _ALARMS:
+            _ALARMS[0].discard(self)
 
 
 ALARM_STEP = 0.1
@@ -176,8 +183,16 @@ class _Alarms:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_slot = 0
 
-    def add(self, sub: Subscription, deadline: float) -> int:
+    def schedule(self, sub: Subscription, deadline: float) -> None:
+        """Wake sub at deadline (its one alarm: one set before is moved)."""
         slot = max(1, math.ceil(deadline / ALARM_STEP))
+        if slot == sub.alarm:
+            return
+        if sub.alarm:
+            self.discard(sub)
+        sub.alarm = self.add(sub, slot)
+
+    def add(self, sub: Subscription, slot: int) -> int:
         sleepers = self.slots.get(slot)
         if sleepers is None:
             sleepers = self.slots[slot] = set()
@@ -202,7 +217,8 @@ class _Alarms:
     def _ring(self) -> None:
         self.timer = None
         now = self.loop.time()
-        while self.order and self.order[0] * ALARM_STEP <= now:
+        # A timer may fire a hair early (uvloop rounds to milliseconds): that counts as due.
+        while self.order and self.order[0] * ALARM_STEP <= now + 0.002:
             for sub in self.slots.pop(heapq.heappop(self.order)):
                 sub.alarm = 0
                 sub._wake()

@@ -160,6 +160,7 @@ async def serve(
             listener.cancel()
         elif connection is not None:
             connection.notify(None)
+        sub.forget_alarm()
         hub.unregister(sub)
         log.info(
             "stream.close",
@@ -283,15 +284,20 @@ async def _live(
 
 def _drain(sub: Subscription, last_sent: int) -> tuple[bytes, int]:
     """Everything buffered as one write, skipping what the replay already sent."""
-    frames = []
     buffer, sub.buffer = sub.buffer, []
+    sub.buffered_bytes = 0
+    if len(buffer) == 1:  # the usual case: one frame since the writer last ran
+        nid, frame = buffer[0]
+        if nid == CONTROL:
+            return frame, last_sent
+        return (frame, nid) if nid > last_sent else (b"", last_sent)
+    frames = []
     for nid, frame in buffer:
         if nid == CONTROL:
             frames.append(frame)
         elif nid > last_sent:
             frames.append(frame)
             last_sent = nid
-    sub.buffered_bytes = 0
     return b"".join(frames), last_sent
 
 
