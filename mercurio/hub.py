@@ -23,7 +23,7 @@ NOT_MUTED: frozenset[str] = frozenset()
 
 
 class Mailbox(Protocol):
-    """What the hub needs of one open stream (mercurio.stream.Subscription is the one)."""
+    """What the hub needs of one open stream (mercurio.mailbox.Subscription is the one)."""
 
     @property
     def client_id(self) -> str: ...
