@@ -1,26 +1,30 @@
 """One open stream: its request, mailbox and writer, the replay, then the live loop.
 
 Close flow (who cancels whom): anyone closes a stream's Subscription with a CloseReason: the
-hub when its buffer overflows or at shutdown, the disconnect listener, the live loop when the
-token expires. Closing wakes the writer and tells it why. Only the StreamWriter cancels, only
-its own task, only a write stuck on a full socket when the reader stopped reading, and it takes
-that cancel back itself. A stream is one task plus its disconnect listener, nothing more.
+hub when its buffer overflows or at shutdown, the server when the connection is lost, the live
+loop when the token expires. Closing wakes the writer and tells it why. Only the StreamWriter
+cancels, only its own task, only a write stuck on a full socket when the reader stopped
+reading, and it takes that cancel back itself. A stream is one task: the server reports a lost
+connection to the Subscription itself (mercurio.protocol.Connection); only under a server
+without that hook does a second task wait on receive() for the http.disconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from starlette.types import Message, Receive, Send
 
 from mercurio import replay, sse
 from mercurio.hub import CONTROL, Hub
+from mercurio.mailbox import CloseReason, Subscription
+
+__all__ = ["CloseReason", "StreamRequest", "StreamWriter", "Subscription", "serve"]
 
 if TYPE_CHECKING:
     from mercurio.auth import Principal
@@ -36,21 +40,6 @@ HEADERS = [
 ]
 
 
-class CloseReason(StrEnum):
-    """Why a stream ended, as its stream.close log line says."""
-
-    DISCONNECT = "disconnect"
-    SLOW_READER = "slow-reader"
-    SHUTDOWN = "shutdown"
-    TOKEN_EXPIRED = "token-expired"
-    ENDED = "ended"  # nobody closed it: the peer reset the connection
-
-    @property
-    def drops_connection(self) -> bool:
-        """The client is gone or not reading: nothing more is written, not even the end."""
-        return self in (CloseReason.DISCONNECT, CloseReason.SLOW_READER)
-
-
 @dataclass(slots=True)
 class StreamRequest:
     """What a stream request asked for, once authenticated and validated."""
@@ -61,108 +50,12 @@ class StreamRequest:
     categories: frozenset[str] | None
 
 
-class Subscription:
-    """One stream's mailbox: a bounded buffer of frames, a way to wake its writer, its close.
+class LossHook(Protocol):
+    """How the server reports the loss of a connection (mercurio.protocol.Connection)."""
 
-    Small on purpose (tens of thousands live at once). The hub appends, the writer takes out.
-    """
-
-    __slots__ = (
-        "buffer",
-        "buffered_bytes",
-        "categories",
-        "client_id",
-        "limit",
-        "max_bytes",
-        "pending_since",
-        "reason",
-        "waiter",
-        "writer",
-    )
-
-    def __init__(
-        self,
-        client_id: str,
-        *,
-        limit: int,
-        max_bytes: int = 1 << 20,
-        categories: frozenset[str] | None = None,
-    ) -> None:
-        self.client_id = client_id
-        self.categories = categories
-        self.limit = limit
-        self.max_bytes = max_bytes
-        self.buffer: deque[tuple[int, bytes]] = deque()
-        self.buffered_bytes = 0
-        self.pending_since = 0.0
-        """When the hub queued the oldest frame still in the buffer (monotonic seconds)."""
-        self.waiter: asyncio.Future[None] | None = None
-        self.reason: CloseReason | None = None
-        self.writer: StreamWriter | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self.reason is not None
-
-    def wants(self, category: str) -> bool:
-        return self.categories is None or category in self.categories
-
-    def push(self, notification_id: int, frame: bytes, at: float) -> bool:
-        """Queue a frame handed over at `at`; False when the buffer was full and the stream
-        is now closed."""
-        if self.reason is not None:
-            return True
-        if self.buffer and (
-            len(self.buffer) >= self.limit or self.buffered_bytes + len(frame) > self.max_bytes
-        ):
-            # Live delivery may drop, replay may not (invariant 3): close, and the client
-            # resumes from the store with Last-Event-ID. An empty buffer takes any one frame:
-            # one big notification must not close every stream it goes to.
-            log.warning(
-                "stream.slow_reader",
-                client_id=self.client_id,
-                buffered=len(self.buffer),
-                buffered_bytes=self.buffered_bytes,
-            )
-            self.close(CloseReason.SLOW_READER)
-            return False
-        if not self.buffer:
-            self.pending_since = at
-        self.buffer.append((notification_id, frame))
-        self.buffered_bytes += len(frame)
-        self._wake()
-        return True
-
-    def close(self, reason: CloseReason) -> None:
-        """End the stream at the writer's next turn; the first reason given is the one kept."""
-        if self.reason is None:
-            self.reason = CloseReason(reason)
-            self._wake()
-            if self.writer is not None:
-                self.writer.closed(self.reason)
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self, timeout: float) -> None:
-        """Sleep until a frame arrives, the stream is closed, or timeout seconds pass."""
-        if self.buffer or self.reason is not None:
-            return
-        loop = asyncio.get_running_loop()
-        waiter = self.waiter = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self.waiter = None
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    def notify(self, callback: Callable[[], None] | None) -> None:
+        """Call callback once the connection is lost (at once if it is); None: stop."""
+        ...
 
 
 class StreamWriter:
@@ -236,8 +129,12 @@ async def serve(
     send: Send,
     *,
     muted: frozenset[str],
+    connection: LossHook | None = None,
 ) -> None:
     """Serve one stream from registration to its close (muted: the client's, read earlier).
+
+    connection: the server's hook for a lost connection; without it, a listener task awaits
+    receive() for the http.disconnect.
 
     It registers before its first await: the caller's stream-count check still holds, and
     what commits from here on is pushed to the stream while the replay reads the store.
@@ -251,9 +148,19 @@ async def serve(
     hub.register(sub, muted)
     opened = time.monotonic()
     log.info("stream.open", client_id=request.client_id, last_event_id=request.last_event_id)
+    listener = None
+    if connection is not None:
+        connection.notify(sub.lost)
+    else:
+        listener = asyncio.ensure_future(_watch_disconnect(receive, sub))
     try:
-        await _respond(hub, store, settings, request, sub, receive, send, muted)
+        await _respond(hub, store, settings, request, sub, send, muted)
     finally:
+        if listener is not None:
+            listener.cancel()
+        elif connection is not None:
+            connection.notify(None)
+        sub.forget_alarm()
         hub.unregister(sub)
         log.info(
             "stream.close",
@@ -269,7 +176,6 @@ async def _respond(
     settings: Settings,
     request: StreamRequest,
     sub: Subscription,
-    receive: Receive,
     send: Send,
     muted: frozenset[str],
 ) -> None:
@@ -280,24 +186,19 @@ async def _respond(
         head = await store.head(request.client_id)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     writer = StreamWriter(send, sub)
-    # The listener is the only other task: it turns the client's disconnect into a close.
-    listener = asyncio.ensure_future(_watch_disconnect(receive, sub))
-    try:
-        retry = sse.jittered_retry(settings.sse_retry_ms)  # one delay for this stream
-        if not await writer.write(sse.CONNECTED + retry):
+    retry = sse.jittered_retry(settings.sse_retry_ms)  # one delay for this stream
+    if not await writer.write(sse.CONNECTED + retry):
+        return
+    last_sent = request.last_event_id or 0
+    if request.last_event_id is not None:
+        last_sent = await replay.send_missed(hub, store, settings, request, writer, muted)
+        if last_sent < 0:
             return
-        last_sent = request.last_event_id or 0
-        if request.last_event_id is not None:
-            last_sent = await replay.send_missed(hub, store, settings, request, writer, muted)
-            if last_sent < 0:
-                return
-        position = _Position(last_sent, head)
-        await _live(hub, writer, position, settings.sse_heartbeat, request.principal.expires_at)
-        if sub.reason is CloseReason.SHUTDOWN:
-            await writer.write(retry)
-        await writer.end()
-    finally:
-        listener.cancel()
+    position = _Position(last_sent, head)
+    await _live(hub, writer, position, settings.sse_heartbeat, request.principal.expires_at)
+    if sub.reason is CloseReason.SHUTDOWN:
+        await writer.write(retry)
+    await writer.end()
 
 
 async def _live(
@@ -341,21 +242,30 @@ async def _live(
         timeout = next_beat - now
         if expires_at is not None:
             timeout = min(timeout, max(0.0, expires_at - time.time()) + 0.001)
-        await sub.wait(timeout)
+        waiter = sub.sleep(timeout)
+        if waiter is not None:
+            try:
+                await waiter
+            finally:
+                sub.woke()
 
 
 def _drain(sub: Subscription, last_sent: int) -> tuple[bytes, int]:
     """Everything buffered as one write, skipping what the replay already sent."""
+    buffer, sub.buffer = sub.buffer, []
+    sub.buffered_bytes = 0
+    if len(buffer) == 1:  # the usual case: one frame since the writer last ran
+        nid, frame = buffer[0]
+        if nid == CONTROL:
+            return frame, last_sent
+        return (frame, nid) if nid > last_sent else (b"", last_sent)
     frames = []
-    buffer = sub.buffer
-    while buffer:
-        nid, frame = buffer.popleft()
+    for nid, frame in buffer:
         if nid == CONTROL:
             frames.append(frame)
         elif nid > last_sent:
             frames.append(frame)
             last_sent = nid
-    sub.buffered_bytes = 0
     return b"".join(frames), last_sent
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -170,21 +170,24 @@ class OneAuthorization:
 
 
 class StreamRouter:
-    """Routes the stream to its lean endpoint and everything else to FastAPI."""
+    """Routes the stream to its lean endpoint and everything else to FastAPI.
+
+    A plain function handing back the coroutine it chose, not a coroutine awaiting it: the
+    caller awaits that one directly, and no frame of this layer lives as long as a stream.
+    """
 
     def __init__(self, app: ASGIApp, node: Node) -> None:
         self.app = app
         self.node = node
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
             match = stream.STREAM_PATH.fullmatch(scope["path"])
             if match is not None and scope["method"] != "OPTIONS":
                 scope[ROUTE_TEMPLATE] = STREAM_ROUTE
                 scope["path_params"] = {"clientID": match.group(1)}
-                await stream.handle(self.node, scope, receive, send, match.group(1))
-                return
-        await self.app(scope, receive, send)
+                return stream.handle(self.node, scope, receive, send, match.group(1))
+        return self.app(scope, receive, send)
 
 
 class BodyLimit:

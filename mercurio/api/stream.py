@@ -16,6 +16,7 @@ from mercurio.auth import AuthError, Principal, bearer_token
 from mercurio.limits import retry_after
 from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN
 from mercurio.node import Node
+from mercurio.protocol import CONNECTION
 from mercurio.stream import StreamRequest, serve
 
 STREAM_PATH = re.compile(r"/api/clients/([^/]+)/notifications/stream/?")
@@ -52,8 +53,29 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
         message = f"too many open streams: at most {cap} per client"
         await send_error(send, 429, message, [(b"retry-after", wait.encode())])
         return
+    _forget_request_headers(scope)
+    connection = scope.get(CONNECTION)
     # serve() registers before its first await: the count just checked still holds.
-    await serve(node.hub, node.store, node.settings, request, receive, send, muted=muted)
+    await serve(
+        node.hub,
+        node.store,
+        node.settings,
+        request,
+        receive,
+        send,
+        muted=muted,
+        connection=connection,
+    )
+
+
+def _forget_request_headers(scope: Scope) -> None:
+    """Keep of the request's headers only what a layer may still read: CORS, the Origin.
+
+    The rest (the token above all, ~0.5 KiB) would otherwise live as long as the stream. In
+    place: the list may be one a layer outside kept (CORSMiddleware's copy).
+    """
+    headers = scope["headers"]
+    headers[:] = [(name, value) for name, value in headers if name == b"origin"]
 
 
 async def _accept(node: Node, scope: Scope, client_id: str) -> StreamRequest:

@@ -1,0 +1,236 @@
+"""A stream's mailbox: the frames the hub hands it, how its writer sleeps and wakes, its close.
+
+The hub appends, the writer (mercurio.stream) takes out. Tens of thousands live at once, so a
+mailbox is kept small: a list, a future while its writer sleeps, a place in the shared alarms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger("mercurio.stream")
+
+
+class CloseReason(StrEnum):
+    """Why a stream ended, as its stream.close log line says."""
+
+    DISCONNECT = "disconnect"
+    SLOW_READER = "slow-reader"
+    SHUTDOWN = "shutdown"
+    TOKEN_EXPIRED = "token-expired"
+    ENDED = "ended"  # nobody closed it: the peer reset the connection
+
+    @property
+    def drops_connection(self) -> bool:
+        """The client is gone or not reading: nothing more is written, not even the end."""
+        return self in (CloseReason.DISCONNECT, CloseReason.SLOW_READER)
+
+
+class Interruptible(Protocol):
+    """The writer of a mailbox, told of its close (mercurio.stream.StreamWriter)."""
+
+    def closed(self, reason: CloseReason) -> None: ...
+
+
+class Subscription:
+    """One stream's mailbox: a bounded buffer of frames, a way to wake its writer, its close.
+
+    Small on purpose (tens of thousands live at once). The hub appends, the writer takes out.
+    """
+
+    __slots__ = (
+        "alarm",
+        "buffer",
+        "buffered_bytes",
+        "categories",
+        "client_id",
+        "limit",
+        "max_bytes",
+        "pending_since",
+        "reason",
+        "waiter",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        limit: int,
+        max_bytes: int = 1 << 20,
+        categories: frozenset[str] | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.categories = categories
+        self.limit = limit
+        self.max_bytes = max_bytes
+        # A list, not a deque: an empty deque is 0.6 KiB, and most streams are idle.
+        self.buffer: list[tuple[int, bytes]] = []
+        self.buffered_bytes = 0
+        self.pending_since = 0.0
+        """When the hub queued the oldest frame still in the buffer (monotonic seconds)."""
+        self.waiter: asyncio.Future[None] | None = None
+        self.alarm = 0
+        """The alarm slot the writer sleeps until (0: it is not asleep)."""
+        self.reason: CloseReason | None = None
+        self.writer: Interruptible | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.reason is not None
+
+    def wants(self, category: str) -> bool:
+        return self.categories is None or category in self.categories
+
+    def push(self, notification_id: int, frame: bytes, at: float) -> bool:
+        """Queue a frame handed over at `at`; False when the buffer was full and the stream
+        is now closed."""
+        if self.reason is not None:
+            return True
+        if self.buffer and (
+            len(self.buffer) >= self.limit or self.buffered_bytes + len(frame) > self.max_bytes
+        ):
+            # Live delivery may drop, replay may not (invariant 3): close, and the client
+            # resumes from the store with Last-Event-ID. An empty buffer takes any one frame:
+            # one big notification must not close every stream it goes to.
+            log.warning(
+                "stream.slow_reader",
+                client_id=self.client_id,
+                buffered=len(self.buffer),
+                buffered_bytes=self.buffered_bytes,
+            )
+            self.close(CloseReason.SLOW_READER)
+            return False
+        self.buffered_bytes += len(frame)
+        if self.buffer:
+            self.buffer.append((notification_id, frame))
+            return True  # the writer was woken by the first one
+        self.pending_since = at
+        self.buffer.append((notification_id, frame))
+        self._wake()
+        return True
+
+    def lost(self) -> None:
+        """The connection is gone (the server's LossHook calls this)."""
+        self.close(CloseReason.DISCONNECT)
+
+    def close(self, reason: CloseReason) -> None:
+        """End the stream at the writer's next turn; the first reason given is the one kept."""
+        if self.reason is None:
+            self.reason = CloseReason(reason)
+            self._wake()
+            if self.writer is not None:
+                self.writer.closed(self.reason)
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep until a frame arrives, the stream is closed, or about timeout seconds pass
+        (at most an alarm step late)."""
+        waiter = self.sleep(timeout)
+        if waiter is not None:
+            try:
+                await waiter
+            finally:
+                self.woke()
+                self.forget_alarm()
+
+    def sleep(self, timeout: float) -> asyncio.Future[None] | None:
+        """wait() without its coroutine, for the live loop (a frame per stream less): the
+        future to await, then call woke(). None: nothing to wait for."""
+        if self.buffer or self.reason is not None:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        _alarms_of(loop).schedule(self, loop.time() + timeout)
+        return waiter
+
+    def woke(self) -> None:
+        """The sleep is over (woken, timed out or cancelled). The alarm stays set: the next
+        sleep, often in the same slot under a stream of frames, need not set it again."""
+        self.waiter = None
+
+    def forget_alarm(self) -> None:
+        """The stream is over: leave the alarms."""
+        if self.alarm and _ALARMS:
+            _ALARMS[0].discard(self)
+
+
+ALARM_STEP = 0.1
+"""Seconds between alarm slots: how late a heartbeat or token expiry may be."""
+
+
+class _Alarms:
+    """Wakes sleeping mailboxes when their timeout is up, with one loop timer for all of them.
+
+    A call_later per sleep was a TimerHandle and its arguments per idle stream (0.5 KiB), armed
+    and cancelled again at every frame. Here a sleeper is one entry in its slot's set.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[int, set[Subscription]] = {}
+        self.order: list[int] = []  # heap of the slots in self.slots
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_slot = 0
+
+    def schedule(self, sub: Subscription, deadline: float) -> None:
+        """Wake sub at deadline (its one alarm: one set before is moved)."""
+        slot = max(1, math.ceil(deadline / ALARM_STEP))
+        if slot == sub.alarm:
+            return
+        if sub.alarm:
+            self.discard(sub)
+        sub.alarm = self.add(sub, slot)
+
+    def add(self, sub: Subscription, slot: int) -> int:
+        sleepers = self.slots.get(slot)
+        if sleepers is None:
+            sleepers = self.slots[slot] = set()
+            heapq.heappush(self.order, slot)
+        sleepers.add(sub)
+        if self.timer is None or slot < self.timer_slot:
+            self._arm(slot)
+        return slot
+
+    def discard(self, sub: Subscription) -> None:
+        sleepers = self.slots.get(sub.alarm)
+        if sleepers is not None:
+            sleepers.discard(sub)  # an emptied slot is dropped when its time comes
+        sub.alarm = 0
+
+    def _arm(self, slot: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_slot = slot
+        self.timer = self.loop.call_at(slot * ALARM_STEP, self._ring)
+
+    def _ring(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        # A timer may fire a hair early (uvloop rounds to milliseconds): that counts as due.
+        while self.order and self.order[0] * ALARM_STEP <= now + 0.002:
+            for sub in self.slots.pop(heapq.heappop(self.order)):
+                sub.alarm = 0
+                sub._wake()
+        if self.order:
+            self._arm(self.order[0])
+
+
+_ALARMS: list[_Alarms] = []
+
+
+def _alarms_of(loop: asyncio.AbstractEventLoop) -> _Alarms:
+    """The running loop's alarms (one loop at a time: a new loop, as in tests, gets new ones)."""
+    if not _ALARMS or _ALARMS[0].loop is not loop:
+        _ALARMS[:] = [_Alarms(loop)]
+    return _ALARMS[0]
