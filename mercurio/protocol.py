@@ -104,6 +104,10 @@ class GuardedProtocol(HttpToolsProtocol):
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes:
                 self.refuse(431, "request headers too large")
+            elif self.timer is None:
+                # Armed only for a head that did not come whole: most requests arrive in one
+                # read and would otherwise start and cancel a timer each.
+                self._arm(self.limits.header_timeout)
         elif self.reading_body and self.timer is None:
             self._arm(self.limits.body_timeout)
 
@@ -113,8 +117,6 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.head_bytes = self.header_bytes = 0
         self.reading_head = True
-        if self.timer is None:
-            self._arm(self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
