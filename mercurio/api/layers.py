@@ -112,7 +112,10 @@ def _log(scope: Scope, status: int, seconds: float) -> None:
         level = logging.ERROR
     else:
         level = logging.INFO
-    if not log.is_enabled_for(level):
+    # bind(): the configured logger itself (cached on first use), without the lazy proxy's
+    # __getattr__ on every call, which cost more than the level check.
+    logger = log.bind()
+    if not logger.is_enabled_for(level):
         return  # one line per request, but its fields are only built when it is written
     fields: dict[str, Any] = {
         "method": scope["method"],
@@ -123,7 +126,7 @@ def _log(scope: Scope, status: int, seconds: float) -> None:
     client_id = scope.get("path_params", {}).get("clientID")
     if client_id is not None and CLIENT_ID_PATTERN.fullmatch(str(client_id)):
         fields["client_id"] = client_id
-    log.log(level, "http.request", **fields)
+    logger.log(level, "http.request", **fields)
 
 
 def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
