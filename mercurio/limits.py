@@ -31,9 +31,14 @@ class RateLimiter:
     def take(self, key: str, cost: float = 1.0) -> float:
         """Spend cost tokens: 0.0 when allowed, else the seconds until it would be."""
         wait = self.wait(key, cost)
-        if wait == 0.0 and self.rate > 0:
-            self._buckets[key][0] -= min(cost, self.burst)
+        if wait == 0.0:
+            self.spend(key, cost)
         return wait
+
+    def spend(self, key: str, cost: float) -> None:
+        """Spend cost tokens that wait(key, cost) has just said are there."""
+        if self.rate > 0:
+            self._buckets[key][0] -= min(cost, self.burst)
 
     def wait(self, key: str, cost: float = 1.0) -> float:
         """The seconds until cost tokens could be spent (0.0: now), spending nothing.
@@ -73,14 +78,19 @@ class PublishBudget:
 
     def take(self, key: str, rows: int, stored_bytes: int) -> float:
         """Charge one request of rows and bytes: 0.0 when allowed, else seconds to wait."""
-        costs = (1.0, float(rows), float(stored_bytes))
+        requests, rows_limit, bytes_limit = self.limiters
         # Nothing is spent unless every bucket can pay, so a refusal costs the publisher nothing.
-        pairs = list(zip(self.limiters, costs, strict=True))
-        wait = max(limiter.wait(key, cost) for limiter, cost in pairs)
+        # One wait per bucket (it refills the bucket to now), then spend: no second refill.
+        wait = max(
+            requests.wait(key),
+            rows_limit.wait(key, rows),
+            bytes_limit.wait(key, stored_bytes),
+        )
         if wait > 0:
             return wait
-        for limiter, cost in pairs:
-            limiter.take(key, cost)
+        requests.spend(key, 1.0)
+        rows_limit.spend(key, rows)
+        bytes_limit.spend(key, stored_bytes)
         return 0.0
 
 

@@ -6,13 +6,17 @@ would let a test misbehave.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 import threading
 import time
 
 import pytest
+from uvicorn.protocols.http.flow_control import FlowControl
 
+from mercurio.protocol import OneWriteCycle
 from tests.conftest import ServerProcess, rss_kib
 
 pytestmark = pytest.mark.timeout(60)
@@ -166,3 +170,61 @@ def test_keep_alive_requests_still_work_on_one_connection(
             body += sock.recv(65536)
         time.sleep(1.5)  # longer than the header timeout: idle between requests is not slow
     sock.close()
+
+
+class _Transport:
+    """Records each write, as the socket would see it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _answer(headers: list[tuple[bytes, bytes]], bodies: list[bytes]) -> list[bytes]:
+    transport = _Transport()
+    cycle = OneWriteCycle(
+        scope={"type": "http", "method": "POST"},  # type: ignore[typeddict-item]
+        transport=transport,  # type: ignore[arg-type]
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test.access"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+    for i, body in enumerate(bodies):
+        more = i < len(bodies) - 1
+        await cycle.send({"type": "http.response.body", "body": body, "more_body": more})
+    return transport.writes
+
+
+async def test_an_answer_of_known_length_leaves_in_one_write() -> None:
+    """Head and body as one send(): each loopback send costs the server kernel time."""
+    writes = await _answer([(b"content-length", b"2")], [b"{}"])
+    assert len(writes) == 1
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and writes[0].endswith(b"\r\n\r\n{}")
+
+
+async def test_a_streamed_answer_sends_its_head_at_once() -> None:
+    """An SSE client must see the head before the first event, however long that takes."""
+    transport_writes = await _answer([(b"content-type", b"text/event-stream")], [])
+    assert len(transport_writes) == 1 and transport_writes[0].startswith(b"HTTP/1.1 200 OK")
+    assert b"transfer-encoding: chunked" in transport_writes[0]

@@ -17,6 +17,7 @@ from mercurio.api.deps import RestApp
 from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers
 from mercurio.api.layers import (
     BodyLimit,
+    CrossOriginOnly,
     FastUnicast,
     OneAuthorization,
     RelativeRedirects,
@@ -76,19 +77,15 @@ def create_app(node: Node, *, fast_unicast: bool = True) -> ASGIApp:
     """The whole service as one ASGI application, outermost layer first.
 
     RequestContext is outermost, so that every answer (CORS preflights, 413s, streams) is
-    logged and tagged. fast_unicast=False leaves every unicast to the framework route: the
+    logged and tagged. FastUnicast comes next after CORS: what it takes needs none of the
+    layers behind it. fast_unicast=False leaves every unicast to the framework route: the
     parity test compares the two.
     """
     settings = node.settings
     rest = RelativeRedirects(build_rest_app(node))
-    publish = FastUnicast(rest, node) if fast_unicast else rest
-    return RequestContext(
-        cors(
-            settings,
-            OneAuthorization(StreamRouter(BodyLimit(publish, settings.max_body_bytes), node)),
-        ),
-        settings.node_id,
-    )
+    routed = OneAuthorization(StreamRouter(BodyLimit(rest, settings.max_body_bytes), node))
+    publish = FastUnicast(routed, node) if fast_unicast else routed
+    return RequestContext(cors(settings, publish), settings.node_id)
 
 
 def cors(settings: Settings, app: ASGIApp) -> ASGIApp:
@@ -96,12 +93,15 @@ def cors(settings: Settings, app: ASGIApp) -> ASGIApp:
     origins = settings.cors_origins
     if not origins:
         return app
-    return CORSMiddleware(
+    return CrossOriginOnly(
+        CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=settings.cors_allowed_methods,
+            allow_headers=settings.cors_allowed_headers,
+            # Any origin never with credentials: every site could then act as the user.
+            allow_credentials="*" not in origins,
+            expose_headers=["X-Request-ID", "Retry-After"],
+        ),
         app,
-        allow_origins=origins,
-        allow_methods=settings.cors_allowed_methods,
-        allow_headers=settings.cors_allowed_headers,
-        # Any origin never with credentials: every site could then act as the user.
-        allow_credentials="*" not in origins,
-        expose_headers=["X-Request-ID", "Retry-After"],
     )

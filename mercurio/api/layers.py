@@ -7,9 +7,11 @@ inner endpoint writes into the scope is there for RequestContext to log.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +36,9 @@ STATIC_ROUTE = "/app/{path}"
 UNMATCHED = "unmatched"
 # Where a raw endpoint writes its route template; FastAPI's routes leave theirs in "route".
 ROUTE_TEMPLATE = "route_template"
+
+_REQUEST_ID_PREFIX = os.urandom(8).hex()
+_request_ids = itertools.count()
 
 # Polled every few seconds by orchestrators and scrapers: logged at debug level only.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -105,6 +110,17 @@ def route_of(scope: Scope) -> str:
 
 
 def _log(scope: Scope, status: int, seconds: float) -> None:
+    if scope["path"] in PROBES and status < 400:
+        level = logging.DEBUG
+    elif status >= 500:
+        level = logging.ERROR
+    else:
+        level = logging.INFO
+    # bind(): the configured logger itself (cached on first use), without the lazy proxy's
+    # __getattr__ on every call, which cost more than the level check.
+    logger = log.bind()
+    if not logger.is_enabled_for(level):
+        return  # one line per request, but its fields are only built when it is written
     fields: dict[str, Any] = {
         "method": scope["method"],
         "route": route_of(scope),
@@ -114,12 +130,7 @@ def _log(scope: Scope, status: int, seconds: float) -> None:
     client_id = scope.get("path_params", {}).get("clientID")
     if client_id is not None and CLIENT_ID_PATTERN.fullmatch(str(client_id)):
         fields["client_id"] = client_id
-    if scope["path"] in PROBES and status < 400:
-        log.debug("http.request", **fields)
-    elif status >= 500:
-        log.error("http.request", **fields)
-    else:
-        log.info("http.request", **fields)
+    logger.log(level, "http.request", **fields)
 
 
 def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -130,7 +141,9 @@ def _request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
             if REQUEST_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    # 32 hex digits, as uuid4().hex: a random prefix per process and a counter, unique
+    # without a getrandom() call per request.
+    return f"{_REQUEST_ID_PREFIX}{next(_request_ids):016x}"
 
 
 def _with_headers(
@@ -147,6 +160,46 @@ def _with_headers(
             if name.lower() == b"content-type" and value.startswith(b"text/html"):
                 out.append((b"content-security-policy", CONTENT_SECURITY_POLICY))
                 break
+    return out
+
+
+class CrossOriginOnly:
+    """Hands requests with an Origin header to CORS, and the rest straight on.
+
+    A request without Origin is not a cross-origin one: CORSMiddleware has nothing to decide
+    and only adds `Vary: Origin` (so that caches keep apart the answers to requests with and
+    without an Origin), which this layer adds the same way. CORSMiddleware parsing the headers
+    of every request and answer was a quarter of a unicast's CPU on the request path.
+    """
+
+    def __init__(self, cors: ASGIApp, app: ASGIApp) -> None:
+        self.cors = cors
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(k == b"origin" for k, _ in scope["headers"]):
+            await self.cors(scope, receive, send)
+            return
+
+        async def send_varying(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _vary_origin(message.get("headers", ()))
+            await send(message)
+
+        await self.app(scope, receive, send_varying)
+
+
+def _vary_origin(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers with Origin added to Vary, as CORSMiddleware sets it: one Vary header."""
+    out = list(headers)
+    found = [i for i, (name, _) in enumerate(out) if name == b"vary"]
+    if not found:
+        out.append((b"vary", b"Origin"))
+        return out
+    joined = b", ".join([*(out[i][1] for i in found), b"Origin"])
+    out[found[0]] = (b"vary", joined)
+    for i in reversed(found[1:]):
+        del out[i]
     return out
 
 
@@ -248,20 +301,30 @@ class FastUnicast:
     in routing, dependency solving and middleware frames (py-spy, bench/run.py unicast c=64).
     This layer only decides whether it can take the request, with the same pydantic model and
     the same Authenticator; the answer comes from events.publish_unicast, as the framework
-    route's does. Anything else (bad JSON, a refused token, a plain user) goes on unchanged.
+    route's does. Anything else (bad JSON, a refused token, a plain user, a repeated
+    Authorization header, a body in several pieces or over the limit) goes on unchanged, to
+    the layers that refuse it.
+
+    It sits just inside CORS, in front of OneAuthorization, StreamRouter and BodyLimit, which
+    have nothing to do for a unicast it takes: a body that came in one message within the
+    limit is one BodyLimit would have let through as it is.
     """
 
     def __init__(self, app: ASGIApp, node: Node) -> None:
         self.app = app
         self.node = node
+        self.limit = node.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != UNICAST_ROUTE or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        message = await receive()  # BodyLimit has read the whole body into one message
-        body = message.get("body", b"") if message["type"] == "http.request" else b""
-        taken = self._accept(scope, body) if not message.get("more_body") else None
+        message = await receive()
+        taken = None
+        if message["type"] == "http.request" and not message.get("more_body"):
+            body = message.get("body", b"")
+            if len(body) <= self.limit:
+                taken = self._accept(scope, body)
         if taken is None:
             await self.app(scope, _replay(message, receive), send)
             return
@@ -272,7 +335,7 @@ class FastUnicast:
 
     def _accept(self, scope: Scope, body: bytes) -> tuple[UnicastIn, str] | None:
         try:
-            # The one Authorization header: OneAuthorization, outside, refuses repeats.
+            # Two Authorization headers raise here, and OneAuthorization, inside, refuses them.
             token = bearer_token(single_authorization(scope["headers"]))
             principal = self.node.auth.verify(token) if token else None
             if principal is None or not principal.is_publisher:
