@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Protocol
 
@@ -50,10 +51,13 @@ class Subscription:
         "buffered_bytes",
         "categories",
         "client_id",
+        "express",
         "limit",
         "max_bytes",
+        "on_written",
         "pending_since",
         "reason",
+        "sent",
         "waiter",
         "writer",
     )
@@ -80,6 +84,12 @@ class Subscription:
         """The alarm slot the writer sleeps until (0: it is not asleep)."""
         self.reason: CloseReason | None = None
         self.writer: Interruptible | None = None
+        self.express: Callable[[bytes], bool] | None = None
+        """While the writer sleeps in its live loop: writes a frame at once, if it can."""
+        self.sent = 0
+        """The last notification id written, as of the writer's sleep (and express writes)."""
+        self.on_written: Callable[[float], None] | None = None
+        """Told when frames queued since then were written (the hub's latency tally)."""
 
     @property
     def closed(self) -> bool:
@@ -113,8 +123,38 @@ class Subscription:
             return True  # the writer was woken by the first one
         self.pending_since = at
         self.buffer.append((notification_id, frame))
-        self._wake()
+        if self._asleep():
+            # Frames of one turn of the loop (a commit, often many) leave together, without a
+            # wake-up of the writer's task and a trip down the ASGI send chain.
+            asyncio.get_running_loop().call_soon(self._express)
+        else:
+            self._wake()
         return True
+
+    def _asleep(self) -> bool:
+        """The writer sleeps in its live loop, so frames may go out without waking it."""
+        waiter = self.waiter
+        return self.express is not None and waiter is not None and not waiter.done()
+
+    def _express(self) -> None:
+        """Write what was queued during this turn of the loop straight to the idle stream's
+        socket, as one write; wake the writer instead when it cannot go at once."""
+        if not self.buffer or self.reason is not None:
+            return
+        express = self.express
+        if express is None or not self._asleep():
+            self._wake()
+            return
+        buffer, self.buffer = self.buffer, []
+        chunk, sent = take(buffer, self.sent)
+        if not chunk or express(chunk):
+            self.buffered_bytes = 0
+            self.sent = sent
+            if chunk and self.on_written is not None:
+                self.on_written(self.pending_since)
+            return
+        self.buffer = buffer  # flow control or a closing socket: the writer's own turn
+        self._wake()
 
     def lost(self) -> None:
         """The connection is gone (the server's LossHook calls this)."""
@@ -234,3 +274,21 @@ def _alarms_of(loop: asyncio.AbstractEventLoop) -> _Alarms:
     if not _ALARMS or _ALARMS[0].loop is not loop:
         _ALARMS[:] = [_Alarms(loop)]
     return _ALARMS[0]
+
+
+def take(buffer: list[tuple[int, bytes]], last_sent: int) -> tuple[bytes, int]:
+    """The frames as one write, skipping notifications at or below last_sent (the replay sent
+    them); and the last notification id in it."""
+    if len(buffer) == 1:  # the usual case: one frame since the writer last ran
+        nid, frame = buffer[0]
+        if nid < 0:  # a control frame (hub.CONTROL)
+            return frame, last_sent
+        return (frame, nid) if nid > last_sent else (b"", last_sent)
+    frames = []
+    for nid, frame in buffer:
+        if nid < 0:
+            frames.append(frame)
+        elif nid > last_sent:
+            frames.append(frame)
+            last_sent = nid
+    return b"".join(frames), last_sent

@@ -21,8 +21,8 @@ import structlog
 from starlette.types import Message, Receive, Send
 
 from mercurio import replay, sse
-from mercurio.hub import CONTROL, Hub
-from mercurio.mailbox import CloseReason, Subscription
+from mercurio.hub import Hub
+from mercurio.mailbox import CloseReason, Subscription, take
 
 __all__ = ["CloseReason", "StreamRequest", "StreamWriter", "Subscription", "serve"]
 
@@ -50,11 +50,19 @@ class StreamRequest:
     categories: frozenset[str] | None
 
 
+Express = Callable[[bytes], bool]
+"""Writes a chunk of the response at once if it can go at once (LossHook.write_now)."""
+
+
 class LossHook(Protocol):
     """How the server reports the loss of a connection (mercurio.protocol.Connection)."""
 
     def notify(self, callback: Callable[[], None] | None) -> None:
         """Call callback once the connection is lost (at once if it is); None: stop."""
+        ...
+
+    def write_now(self, chunk: bytes) -> bool:
+        """Write a body chunk at once if nothing is queued before it; False: send it yourself."""
         ...
 
 
@@ -154,7 +162,8 @@ async def serve(
     else:
         listener = asyncio.ensure_future(_watch_disconnect(receive, sub))
     try:
-        await _respond(hub, store, settings, request, sub, send, muted)
+        express = connection.write_now if connection is not None else None
+        await _respond(hub, store, settings, request, sub, send, muted, express)
     finally:
         if listener is not None:
             listener.cancel()
@@ -178,6 +187,7 @@ async def _respond(
     sub: Subscription,
     send: Send,
     muted: frozenset[str],
+    express: Express | None,
 ) -> None:
     head = request.last_event_id
     if head is None:
@@ -195,7 +205,12 @@ async def _respond(
         if last_sent < 0:
             return
     position = _Position(last_sent, head)
-    await _live(hub, writer, position, settings.sse_heartbeat, request.principal.expires_at)
+    sub.express = express
+    sub.on_written = hub.written
+    try:
+        await _live(hub, writer, position, settings.sse_heartbeat, request.principal.expires_at)
+    finally:
+        sub.express = None  # from here on, only this task writes
     if sub.reason is CloseReason.SHUTDOWN:
         await writer.write(retry)
     await writer.end()
@@ -242,31 +257,21 @@ async def _live(
         timeout = next_beat - now
         if expires_at is not None:
             timeout = min(timeout, max(0.0, expires_at - time.time()) + 0.001)
+        sub.sent = last_sent  # while it sleeps, the hub may write newer frames itself
         waiter = sub.sleep(timeout)
         if waiter is not None:
             try:
                 await waiter
             finally:
                 sub.woke()
+                last_sent = sub.sent
 
 
 def _drain(sub: Subscription, last_sent: int) -> tuple[bytes, int]:
     """Everything buffered as one write, skipping what the replay already sent."""
     buffer, sub.buffer = sub.buffer, []
     sub.buffered_bytes = 0
-    if len(buffer) == 1:  # the usual case: one frame since the writer last ran
-        nid, frame = buffer[0]
-        if nid == CONTROL:
-            return frame, last_sent
-        return (frame, nid) if nid > last_sent else (b"", last_sent)
-    frames = []
-    for nid, frame in buffer:
-        if nid == CONTROL:
-            frames.append(frame)
-        elif nid > last_sent:
-            frames.append(frame)
-            last_sent = nid
-    return b"".join(frames), last_sent
+    return take(buffer, last_sent)
 
 
 async def _watch_disconnect(receive: Receive, sub: Subscription) -> None:
