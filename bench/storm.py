@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -70,6 +71,7 @@ class Resume(asyncio.Protocol):
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.done = self.connected = False
+        self.opened = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -78,6 +80,7 @@ class Resume(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.connected:
             self.connected = True
+            self.opened.set()
             self.tally.connected += 1
             self.tally.changed()
         buf = self.buf + data
@@ -175,7 +178,7 @@ async def _open(
 ) -> list[Resume]:
     """Open every stream at once (a few hundred connects in flight: the listen backlog)."""
     loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(500)
+    gate = asyncio.Semaphore(500 if after is not None else 32)
 
     async def one(i: int) -> Resume:
         request = stream_request(HOST, port, users[i], tokens[i])
@@ -185,6 +188,9 @@ async def _open(
             _, stream = await loop.create_connection(
                 lambda: Resume(tally, request, after[i] if after else 0), HOST, port
             )
+            if after is None:  # the streams before the deploy open 32 at a time per worker
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stream.opened.wait(), 60)
         return stream
 
     return list(await asyncio.gather(*(one(i) for i in range(len(users)))))

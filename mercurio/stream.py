@@ -192,8 +192,10 @@ async def _respond(
     head = request.last_event_id
     if head is None:
         # A fresh stream starts at the head, read after register(): what commits later is
-        # pushed to it. Reported as 0, a resume would replay the whole history as new.
-        head = await store.head(request.client_id)
+        # pushed to it. Reported as 0, a resume would replay the whole history as new. Read
+        # in a replay slot: a burst of opens queues there instead of timing out on the pool.
+        async with hub.replay_slots:
+            head = await store.head(request.client_id)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     writer = StreamWriter(send, sub)
     retry = sse.jittered_retry(settings.sse_retry_ms)  # one delay for this stream

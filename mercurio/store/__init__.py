@@ -179,26 +179,22 @@ class Store:
 
         The first page says truncated when more than `limit` were missed and only the newest
         `limit` follow. Each page is read on a connection of its own, none is held while the
-        caller writes one. Ids are committed in order, so a short page is the end: what
+        caller writes one. Ids are committed in order, so the last page is the end: what
         commits later is the live stream's.
         """
         size = min(page, limit)
-        items = await self._missed_page(client_id, after_id, size, categories, muted)
-        truncated = False
-        if len(items) == size:
-            async with self._reader().connect() as conn:
-                skipped = await reads.skipped_before_newest(
-                    conn, client_id, after_id, limit=limit, categories=categories, muted=muted
-                )
-            if skipped is not None:
-                truncated = True
-                items = await self._missed_page(client_id, skipped, size, categories, muted)
-        while items:
-            yield Replay(items, truncated)
-            if len(items) < size:
+        first = await self._missed_page(client_id, after_id, size, categories, muted, limit)
+        truncated = first.skipped is not None
+        if first.skipped is not None:
+            first = await self._missed_page(client_id, first.skipped, size, categories, muted)
+        current = first
+        while current.notifications:
+            yield Replay(current.notifications, truncated)
+            if not current.more:
                 return
             truncated = False
-            items = await self._missed_page(client_id, items[-1].id, size, categories, muted)
+            after = current.notifications[-1].id
+            current = await self._missed_page(client_id, after, size, categories, muted)
 
     async def _missed_page(
         self,
@@ -207,10 +203,17 @@ class Store:
         size: int,
         categories: frozenset[str] | None,
         muted: frozenset[str],
-    ) -> list[Notification]:
+        keep_newest: int | None = None,
+    ) -> reads.MissedPage:
         async with self._reader().connect() as conn:
             return await reads.missed_page(
-                conn, client_id, after_id, limit=size, categories=categories, muted=muted
+                conn,
+                client_id,
+                after_id,
+                size=size,
+                categories=categories,
+                muted=muted,
+                keep_newest=keep_newest,
             )
 
     async def committed_after(self, after_id: int, *, limit: int) -> list[Notification]:

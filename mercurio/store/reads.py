@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +35,16 @@ class Replay:
     truncated: bool = False
 
 
+@dataclass(slots=True)
+class MissedPage:
+    """One page of a replay, oldest first; more: others follow its last."""
+
+    notifications: list[Notification]
+    more: bool
+    skipped: int | None = None
+    """The newest missed id older than the newest keep_newest missed (None: not that many)."""
+
+
 def row_to_notification(row: sa.Row[Any]) -> Notification:
     """A notification from a row of the notifications table (or of visible())."""
     read_at = row.read_at
@@ -49,7 +60,7 @@ def row_to_notification(row: sa.Row[Any]) -> Notification:
     )
 
 
-def visible(client_id: str) -> sa.Select[Any]:
+def visible(client_id: str | sa.BindParameter[Any]) -> sa.Select[Any]:
     """The client's notifications and announcements, with the client's own read state."""
     joined = n.outerjoin(s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id))
     return (
@@ -149,34 +160,61 @@ async def since(
     return Replay(items, truncated=len(rows) > limit)
 
 
-async def skipped_before_newest(
-    conn: AsyncConnection,
-    client_id: str,
-    after_id: int,
-    *,
-    limit: int,
-    categories: frozenset[str] | None,
-    muted: frozenset[str],
-) -> int | None:
-    """The newest missed id older than the newest `limit` missed (None: no more than that)."""
-    query = _missed(client_id, after_id, categories, muted).with_only_columns(n.c.id)
-    query = query.order_by(n.c.id.desc()).offset(limit).limit(1)
-    value = (await conn.execute(query)).scalar()
-    return None if value is None else int(value)
-
-
 async def missed_page(
     conn: AsyncConnection,
     client_id: str,
     after_id: int,
     *,
-    limit: int,
+    size: int,
     categories: frozenset[str] | None,
     muted: frozenset[str],
-) -> list[Notification]:
-    """The oldest `limit` notifications the client missed after after_id, oldest first."""
-    query = _missed(client_id, after_id, categories, muted).order_by(n.c.id).limit(limit)
-    return [row_to_notification(row) for row in (await conn.execute(query)).all()]
+    keep_newest: int | None = None,
+) -> MissedPage:
+    """The oldest `size` notifications the client missed after after_id, oldest first.
+
+    With keep_newest, the same statement also finds the newest missed id older than the
+    newest keep_newest ones (a replay that long starts after it): no second round trip.
+    """
+    query = _missed_statement(categories is not None, bool(muted), keep_newest is not None)
+    values: dict[str, Any] = {"client_id": client_id, "after_id": after_id, "size": size + 1}
+    if categories is not None:
+        values["categories"] = sorted(categories)
+    if muted:
+        values["muted"] = sorted(muted)
+    if keep_newest is not None:
+        values["keep_newest"] = keep_newest
+    rows = (await conn.execute(query, values)).all()
+    first_skipped = rows[0].skipped if rows and keep_newest is not None else None
+    items = [row_to_notification(row) for row in rows[:size]]
+    return MissedPage(items, more=len(rows) > size, skipped=first_skipped)
+
+
+@functools.cache
+def _missed_statement(by_category: bool, muting: bool, keep_newest: bool) -> sa.Select[Any]:
+    """missed_page's statement for one shape, built once: building it costs more than
+    running it, and a resume storm runs it for every page of every stream."""
+
+    def missed() -> sa.Select[Any]:
+        query = visible(sa.bindparam("client_id")).where(n.c.id > sa.bindparam("after_id"))
+        if by_category:
+            query = query.where(n.c.category.in_(sa.bindparam("categories", expanding=True)))
+        if muting:
+            query = query.where(n.c.category.not_in(sa.bindparam("muted", expanding=True)))
+        return query
+
+    query = missed()
+    if keep_newest:
+        skipped = (
+            missed()
+            .with_only_columns(n.c.id)
+            .order_by(n.c.id.desc())
+            .offset(sa.bindparam("keep_newest", type_=sa.Integer))
+            .limit(1)
+            .correlate(None)  # its own scan of the table, not a row of the outer one
+            .scalar_subquery()
+        )
+        query = query.add_columns(skipped.label("skipped"))
+    return query.order_by(n.c.id).limit(sa.bindparam("size", type_=sa.Integer))
 
 
 async def committed_after(
