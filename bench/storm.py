@@ -37,7 +37,9 @@ from typing import Any
 from bench import proc as procstat
 from bench.client import HttpClient, stream_request
 from bench.loadgen import Worker, mint_tokens
-from bench.run import HOST, PAD, RESULTS, Server, mercurio_env, say
+from bench.phases import PAD
+from bench.run import RESULTS, say
+from bench.servers import HOST, Server, mercurio_env
 
 FRAME_ID = re.compile(rb"id: (\d+)\ndata:")
 BROADCAST = 1000  # destinations per broadcast of the marks
