@@ -80,6 +80,20 @@ def bearer(user: str, *, publisher: bool = False, ttl: float | None = 3600) -> d
 PUBLISHER = bearer("666")
 
 
+async def stored_notifications(
+    client: httpx.AsyncClient, users: list[str]
+) -> set[tuple[str, int, str]]:
+    """(user, notification id, event id) of everything in these users' inboxes (500 each)."""
+    stored: set[tuple[str, int, str]] = set()
+    for user in users:
+        page = await client.get(
+            f"/api/clients/{user}/notifications", params={"limit": "500"}, headers=bearer(user)
+        )
+        assert page.status_code == 200, page.text
+        stored |= {(user, n["notificationID"], n["eventID"]) for n in page.json()["notifications"]}
+    return stored
+
+
 def new_client_id() -> str:
     """A client id no other test uses, so tests can share one server."""
     return f"u{uuid.uuid4().hex[:12]}"

@@ -20,7 +20,7 @@ from mercurio.errors import ConfigError
 from mercurio.hub import Hub
 from mercurio.server import connection_wait
 from mercurio.stream import Subscription
-from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
+from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id, stored_notifications
 from tests.streams import open_stream
 
 MakeServer = Callable[..., ServerProcess]
@@ -132,15 +132,7 @@ async def test_sigterm_keeps_every_acknowledged_publish_and_ends_streams_with_re
 
     restarted = make_server({**env, "MERCURIO_TEST_LOG": str(tmp_path / "restarted.log")})
     async with httpx.AsyncClient(base_url=restarted.url, timeout=10) as client:
-        stored: set[tuple[str, int, str]] = set()
-        for user in users:
-            page = await client.get(
-                f"/api/clients/{user}/notifications", params={"limit": "500"}, headers=bearer(user)
-            )
-            assert page.status_code == 200
-            stored |= {
-                (user, n["notificationID"], n["eventID"]) for n in page.json()["notifications"]
-            }
+        stored = await stored_notifications(client, users)
     missing = set(acknowledged) - stored
     assert not missing, f"{len(missing)} acknowledged publishes lost, e.g. {sorted(missing)[:3]}"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id
+from tests.conftest import PUBLISHER, ServerProcess, new_client_id, stored_notifications
 
 MakeServer = Callable[..., ServerProcess]
 
@@ -72,15 +72,7 @@ async def test_kill_9_keeps_every_acknowledged_publish_and_ids_keep_rising(
 
     restarted = make_server({"MERCURIO_TEST_LOG": str(tmp_path / "restarted.log")})
     async with httpx.AsyncClient(base_url=restarted.url, timeout=10) as client:
-        stored: set[tuple[str, int, str]] = set()
-        for user in users:
-            page = await client.get(
-                f"/api/clients/{user}/notifications", params={"limit": "500"}, headers=bearer(user)
-            )
-            assert page.status_code == 200
-            stored |= {
-                (user, n["notificationID"], n["eventID"]) for n in page.json()["notifications"]
-            }
+        stored = await stored_notifications(client, users)
         missing = set(acknowledged) - stored
         assert not missing, (
             f"{len(missing)} acknowledged publishes lost, e.g. {sorted(missing)[:3]}"
