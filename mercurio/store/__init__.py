@@ -8,6 +8,7 @@ engines.py opens the engines and migrates them.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -159,11 +160,15 @@ class Store:
         categories: frozenset[str] | None = None,
         muted: frozenset[str] = frozenset(),
     ) -> Replay:
-        """What the client missed after after_id, oldest first, at most the newest `limit`."""
-        async with self._reader().connect() as conn:
-            return await reads.since(
-                conn, client_id, after_id, limit=limit, categories=categories, muted=muted
-            )
+        """What the client missed after after_id, oldest first, at most the newest `limit`:
+        replay()'s pages in one."""
+        whole = Replay()
+        pages = self.replay(client_id, after_id, limit=limit, categories=categories, muted=muted)
+        async with aclosing(pages):
+            async for page in pages:
+                whole.notifications += page.notifications
+                whole.truncated = whole.truncated or page.truncated
+        return whole
 
     async def replay(
         self,
@@ -175,7 +180,8 @@ class Store:
         categories: frozenset[str] | None = None,
         muted: frozenset[str] = frozenset(),
     ) -> AsyncGenerator[Replay, None]:
-        """since() in pages of at most `page`, oldest first: a resume's memory is one page.
+        """What the client missed, in pages of at most `page`, oldest first: a resume's memory
+        is one page.
 
         The first page says truncated when more than `limit` were missed and only the newest
         `limit` follow. Each page is read on a connection of its own, none is held while the

@@ -142,24 +142,6 @@ def _missed(
     return query
 
 
-async def since(
-    conn: AsyncConnection,
-    client_id: str,
-    after_id: int,
-    *,
-    limit: int,
-    categories: frozenset[str] | None,
-    muted: frozenset[str],
-) -> Replay:
-    """What the client missed after after_id, oldest first, at most the newest `limit`."""
-    query = _missed(client_id, after_id, categories, muted)
-    query = query.order_by(n.c.id.desc()).limit(limit + 1)
-    rows = (await conn.execute(query)).all()
-    items = [row_to_notification(row) for row in rows[:limit]]
-    items.reverse()
-    return Replay(items, truncated=len(rows) > limit)
-
-
 async def missed_page(
     conn: AsyncConnection,
     client_id: str,
