@@ -15,27 +15,12 @@ import pytest
 
 from mercurio.model import NewNotification
 from mercurio.store import Store
-from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id, rss_kib
+from tests.conftest import ServerProcess, bearer, make_token, new_client_id, rss_kib
 from tests.helpers import until
 from tests.streams import open_stream
+from tests.test_stream_position import FRAME, publish, stream_url
 
 pytestmark = pytest.mark.timeout(180)
-
-FRAME = re.compile(rb"id: (\d+)\ndata: ([^\n]*)\n\n")
-
-
-def stream_url(client: str) -> str:
-    return f"/api/clients/{client}/notifications/stream"
-
-
-async def publish(api: httpx.AsyncClient, client: str, data: object = "x") -> int:
-    answer = await api.post(
-        "/api/events/unicast",
-        headers=PUBLISHER,
-        json={"sourceID": "s", "destinationID": client, "data": data},
-    )
-    assert answer.status_code == 200, answer.text
-    return int(answer.json()["notificationID"])
 
 
 async def publish_many(api: httpx.AsyncClient, client: str, count: int, data: str) -> list[int]:
