@@ -29,6 +29,19 @@ async function setRead(id, read) {
   scheduleCountRefresh();
 }
 
+/** Mark one read by its id, whether the list shows it or not (a desktop notification's click). */
+export async function markReadByID(id) {
+  if (state.items.has(id)) { await setRead(id, true); return; }
+  try {
+    await session.api.markRead(id);
+    showError('');
+  } catch (err) {
+    // 404: deleted meanwhile, nothing left to mark
+    if (err.status !== 404) showError(`Could not mark read: ${err.message}`);
+  }
+  scheduleCountRefresh();
+}
+
 async function removeItem(id) {
   const n = state.items.get(id);
   if (!n) return;

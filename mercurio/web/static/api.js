@@ -145,6 +145,12 @@ export class ClientApi extends Api {
   setPreferences(mutedCategories) {
     return this.request('PUT', `${this.base}/preferences`, { mutedCategories });
   }
+  vapidPublicKey() { return this.request('GET', '/api/push/vapid-public-key'); }
+  pushSubscriptions() { return this.request('GET', `${this.base}/push-subscriptions`); }
+  addPushSubscription(subscription) {
+    return this.request('POST', `${this.base}/push-subscriptions`, subscription);
+  }
+  removePushSubscription(id) { return this.request('DELETE', `${this.base}/push-subscriptions/${id}`); }
   streamTicket() { return this.request('POST', `${this.base}/stream-tickets`); }
   streamURL() { return `${this.base}/notifications/stream`; }
 }

@@ -15,7 +15,9 @@
 //   list.js (rendering the list), categories.js (category filter and mute switches),
 //   prefs.js (muted categories), loading.js (loading, with backoff), events.js (stream events),
 //   actions.js (read/unread/delete, the item menu), streaming.js (the stream shared by tabs),
-//   identity.js (who am I), publisher.js (the publisher console).
+//   identity.js (who am I), publisher.js (the publisher console), push.js (the "Enable desktop
+//   notifications" control: Web Push subscription), desktop.js (the desktop notifications
+//   sw.js shows: closed when read anywhere, a click marks read), sw.js (the service worker).
 //
 // Tabs of the same user share one stream (see tabs.js); state for tests and debugging is
 // exposed read-only as window.__mercurio.
@@ -32,6 +34,8 @@ import { loadList, loadUntilItWorks, resync } from './loading.js';
 import { markAllRead, wireItemActions } from './actions.js';
 import { startStreaming, transport, wirePageLifecycle } from './streaming.js';
 import { resolveIdentity } from './identity.js';
+import { closeAlreadyRead, handleLanding, wireDesktopNotifications } from './desktop.js';
+import { initPush } from './push.js';
 
 export { relativeTime, safeText, describe } from './format.js';
 
@@ -119,6 +123,9 @@ async function boot() {
   }
   await loadUntilItWorks();
   startStreaming();
+  closeAlreadyRead();
+  initPush();
+  await handleLanding();
 }
 
 window.__mercurio = Object.freeze({
@@ -138,5 +145,6 @@ wireItemActions();
 wireMuteMenu();
 wireToolbar();
 wirePageLifecycle();
+wireDesktopNotifications();
 onBackLive(resync);
 boot();

@@ -14,6 +14,8 @@ export const ui = {
   inboxHeading: $('#inbox-heading'),
   inboxSub: $('#inbox-sub'),
   markAll: $('#mark-all-read'),
+  pushToggle: $('#push-toggle'),
+  pushStatus: $('#push-status'),
   statusButtons: [...document.querySelectorAll('.seg[data-status]')],
   categoryFilter: $('#category-filter'),
   muteMenu: $('#mute-menu'),

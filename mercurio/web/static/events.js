@@ -9,6 +9,7 @@ import { setUnread, scheduleCountRefresh } from './header.js';
 import { syncList, flashNew } from './list.js';
 import { addCategories } from './categories.js';
 import { resync } from './loading.js';
+import { closeReadNotifications } from './desktop.js';
 
 export function handleStreamEvent(type, data) {
   // one odd event must neither stop the stream nor keep it from the other tabs
@@ -65,4 +66,5 @@ function onReadState(d) {
     setUnread(d.unreadCount);
   }
   syncList();
+  closeReadNotifications(d);
 }

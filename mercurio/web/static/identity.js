@@ -4,7 +4,9 @@
 //      token's `user_id` (or `sub`) claim. To let the app renew an expiring token, the embedder
 //      may also set `window.MERCURIO_TOKEN_PROVIDER = async () => "<new jwt>"`.
 //   2. `?user=<id>` — development flow: the token comes from POST /api/dev/token (only served
-//      when MERCURIO_ENV is development or test) and is renewed the same way.
+//      when MERCURIO_ENV is development or test) and is renewed the same way. A page the
+//      service worker opened for a click on a desktop notification (?read=<n>&client=<id>,
+//      see desktop.js) names its user as `client`, taken the same way.
 //   3. Neither: resolveIdentity() returns null and the page asks which user to open.
 
 import { devToken } from './api.js';
@@ -34,7 +36,8 @@ export function resolveIdentity() {
     const provider = typeof window.MERCURIO_TOKEN_PROVIDER === 'function' ? () => window.MERCURIO_TOKEN_PROVIDER() : null;
     return { user: String(user), token, renew: provider };
   }
-  const user = (new URLSearchParams(location.search).get('user') || '').trim();
+  const query = new URLSearchParams(location.search);
+  const user = (query.get('user') || query.get('client') || '').trim();
   if (user) return { user, token: null, renew: () => devToken(user, false) };
   return null;
 }
