@@ -57,6 +57,9 @@ class Consumer(ABC):
         or must be idempotent: after a crash before the commit, the batch comes again.
         """
 
+    def committed(self, notes: list[Notification]) -> None:  # noqa: B027 (optional hook)
+        """Called once the batch `handle` took has committed (to wake whoever sends it)."""
+
 
 class Head(Protocol):
     """What the runner reads without taking a write lock: the newest committed id."""
@@ -204,6 +207,7 @@ class ConsumerRunner:
                 .where(c.c.name == consumer.name)
                 .values(position=moved, updated_at=datetime.now(UTC))
             )
+        consumer.committed(notes)
         self.handled[consumer.name] += len(notes)
         return moved, len(notes) == self.page_size
 
