@@ -10,9 +10,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import http_ece
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid
 from pywebpush import WebPusher
@@ -202,12 +204,22 @@ async def test_a_push_breaking_a_rule_is_refused(
     assert push.received == [] and push.attempts == [(device, expected)]
 
 
+def several_records(device: PushDevice, payload: bytes) -> bytes:
+    """A valid aes128gcm body in 50-byte records: RFC 8291 §4 wants push messages in one."""
+    sender = ec.generate_private_key(ec.SECP256R1())
+    body: bytes = http_ece.encrypt(
+        payload, private_key=sender, dh=device.public_key, auth_secret=device.auth, rs=50
+    )
+    return body
+
+
 @pytest.mark.parametrize(
     ("case", "status"),
     [
         ("garbage", 400),
         ("random bytes", 400),
         ("for another device", 400),
+        ("several records", 400),
         ("empty", 400),
         ("too large", 413),
         ("far too large", 413),
@@ -221,6 +233,7 @@ async def test_a_body_that_is_not_for_this_subscription_is_refused(
     body = {
         "garbage": b"\x00" * 16 + b"\x00\x00\x10\x00" + bytes([65, 4]) + b"x" * 120,
         "random bytes": os.urandom(200),
+        "several records": several_records(device, b"x" * 200),
         "for another device": good_push(push.device(), vapid)[0],
         "empty": b"",
         "too large": good_push(device, vapid, b"x" * 4096)[0],
