@@ -50,7 +50,9 @@ class Node:
         self.store.on_commit = each_commit(self.fanout.committed, self.consumers.committed)
         self.publish_budget = publish_budget(settings)
         self.publish_stats = PublishStats()
-        self.metrics = Metrics(self.hub, self.store, self.fanout, self.publish_stats)
+        self.metrics = Metrics(
+            self.hub, self.store, self.fanout, self.publish_stats, self.channels.dispatchers
+        )
         self.started = False
 
     async def start(self) -> None:

@@ -203,6 +203,9 @@ async def test_429_with_retry_after_and_500_are_retried_until_delivered_once(
     assert [status for d, status in service.attempts if d is device] == [429, 503, 201]
     assert pushed_ids(service, device) == [note_id]
     assert len(await api.subscriptions(user)) == 1  # never pruned for 429 or 5xx
+    metrics = (await api.http.get("/metrics")).text
+    assert 'mercurio_channel_deliveries_total{channel="push",result="retried"} 2.0' in metrics
+    assert 'mercurio_channel_deliveries_total{channel="push",result="sent"} 1.0' in metrics
     await api.close()
 
 
