@@ -94,6 +94,14 @@ async def start(started: list[ServerProcess], folder: Path, env: dict[str, str])
     return Api(server)
 
 
+async def metric_shows(api: Api, line: str, timeout: float = 10.0) -> None:
+    """Until /metrics has the line (what the dispatcher decided, for pushes never sent)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while line not in (await api.http.get("/metrics")).text:
+        assert asyncio.get_running_loop().time() < deadline, f"/metrics never showed {line}"
+        await asyncio.sleep(0.05)
+
+
 def pushed_ids(service: MockPushService, device: PushDevice | None = None) -> list[int]:
     return [
         r.json()["notificationID"] for r in service.received if device is None or r.device is device
@@ -285,3 +293,42 @@ async def test_two_nodes_on_one_database_send_each_push_once(
     assert sorted(pushed_ids(service)) == sorted(published)
     for node in nodes:
         await node.close()
+
+
+async def test_endpoint_host_delisted_after_registration_is_not_pushed_to(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    await api.register(user, service.device())
+    started[0].stop()
+    await api.close()
+    api = await start(
+        started, tmp_path, push_env(MERCURIO_PUSH_ENDPOINT_HOSTS="fcm.googleapis.com")
+    )
+    second = new_client_id()
+    await api.unicast(user, "to a host no longer allowed")
+    await api.unicast(second, "fence")  # a user without subscriptions: nothing to send
+    await metric_shows(
+        api, 'mercurio_channel_deliveries_total{channel="push",result="dropped"} 1.0'
+    )
+    assert service.attempts == []  # re-checked at send: no request left the server
+    await api.close()
+
+
+async def test_endpoint_registered_again_by_another_user_stops_the_first_users_pushes(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    first, second = new_client_id(), new_client_id()
+    device = service.device()
+    await api.register(first, device)
+    await api.register(second, device)  # another person signed in on that browser
+    assert await api.subscriptions(first) == []
+    await api.unicast(first, "for the first user")
+    mine = await api.unicast(second, "for the second user")
+    await service.wait_for(1)
+    await until(lambda: len(service.attempts) >= 1)
+    assert pushed_ids(service) == [mine]
+    assert [r.json()["clientID"] for r in service.received] == [second]
+    await api.close()
