@@ -23,7 +23,7 @@ from mercurio.consumers import Consumer
 from mercurio.model import Notification, rfc3339
 from mercurio.store import Store
 from mercurio.store.outbox import Delivery, enqueue
-from mercurio.store.subscriptions import Subscriptions, targets
+from mercurio.store.subscriptions import Subscriptions, any_subscription, targets
 
 log = structlog.get_logger("mercurio.push")
 
@@ -65,6 +65,9 @@ class PushEnqueuer(Consumer):
                         }
                     )
         await enqueue(conn, CHANNEL, rows)
+
+    async def wants(self, reader: AsyncConnection) -> bool:
+        return await any_subscription(reader)
 
     def committed(self, notes: list[Notification]) -> None:
         self._ring()

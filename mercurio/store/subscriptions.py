@@ -96,3 +96,8 @@ async def targets(
     if not everyone:
         query = query.where(p.c.client_id.in_(sorted(client_ids)))
     return (await conn.execute(query.order_by(p.c.id))).all()
+
+
+async def any_subscription(conn: AsyncConnection) -> bool:
+    """Whether any browser at all subscribed (else there is no push to owe anyone)."""
+    return (await conn.execute(sa.select(p.c.id).limit(1))).first() is not None
