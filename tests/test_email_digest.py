@@ -397,6 +397,31 @@ async def test_4xx_is_retried_and_delivered_once_5xx_is_given_up(
     assert not box.to(never_address)
 
 
+async def test_an_announcement_goes_to_every_address_but_not_to_who_deleted_it(
+    mailbox: tuple[Mailbox, int], tmp_path: Path
+) -> None:
+    # A server of its own: an announcement reaches every contact of its database.
+    box, smtp_port = mailbox
+    env = email_env(smtp_port, MERCURIO_NID="email-announce", **server_files(tmp_path))
+    keeps, deletes = new_client_id(), new_client_id()
+    server = ServerProcess(env).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+            addresses = [await put_contact(api, user) for user in (keeps, deletes)]
+            body_ = {"sourceID": "666", "data": {"title": "for everyone"}}
+            answer = await api.post("/api/events/announce", json=body_, headers=PUBLISHER)
+            assert answer.status_code == 200, answer.text
+            nid = answer.json()["notificationID"]
+            route = f"/api/clients/{deletes}/notifications/{nid}"
+            assert (await api.delete(route, headers=bearer(deletes))).status_code == 200
+        await arrived(lambda: len(box.to(addresses[0])) == 1, "no digest of the announcement")
+        assert "for everyone" in body(box.to(addresses[0])[0], "plain")
+        await settled(env["MERCURIO_DB_CONN"], [keeps, deletes], nid)
+        assert not box.to(addresses[1]), "e-mailed an announcement the user had deleted"
+    finally:
+        server.stop()
+
+
 # -- durability ------------------------------------------------------------------------------
 
 
