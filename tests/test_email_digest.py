@@ -292,7 +292,13 @@ async def test_contact_routes_own_client_or_publisher(api: httpx.AsyncClient) ->
     assert by_publisher.status_code == 200
     assert by_publisher.json()["email"] == "new@example.com"
 
-    for bad in ("not-an-address", "a@b@c.com", "a@localhost", "a\r\nBcc: x@example.com"):
+    for bad in (
+        "not-an-address",
+        "a@b@c.com",
+        "a@localhost",
+        "ü@example.com",
+        "a\r\nBcc: x@example.com",
+    ):
         answer = await api.put(route, json={"email": bad}, headers=bearer(user))
         assert answer.status_code == 422, (bad, answer.text)
         assert answer.json()["error"].startswith("email: ")

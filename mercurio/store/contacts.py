@@ -39,11 +39,17 @@ class Contact:
 
 
 def normalize_email(value: str) -> str:
-    """The address in its normal form, or ValueError saying what is wrong with it."""
+    """The address in its normal form, or ValueError saying what is wrong with it.
+
+    An internationalized local part is refused: it needs SMTPUTF8 from every relay on the
+    way, and a digest that no server takes would be retried for ever. An internationalized
+    domain is kept in its ASCII (punycode) form, which any server takes.
+    """
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        valid = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    return valid.ascii_email or valid.normalized
 
 
 def _row(row: sa.Row[object]) -> Contact:
