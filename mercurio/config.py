@@ -8,6 +8,7 @@ import re
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.exc import ArgumentError
 
 from mercurio import brokers
+from mercurio.channels.smtp import parse_smtp_url
 from mercurio.errors import ConfigError
 from mercurio.urls import is_sqlite, redact_url, scheme_of, sqlite_file
 
@@ -232,6 +234,11 @@ class Settings(BaseSettings):
     @property
     def email_enabled(self) -> bool:
         return bool(self.smtp_url)
+
+    @property
+    def email_sender(self) -> str:
+        """The From of digests: MERCURIO_EMAIL_FROM, else a local placeholder outside production."""
+        return self.email_from or "Mercurio <mercurio@localhost>"
 
     @property
     def base_url(self) -> str:
@@ -477,8 +484,18 @@ def _check_email(settings: Settings) -> None:
                 f"MERCURIO_SMTP_URL: use smtp://host:port or smtps://host:port "
                 f"(got {redact_url(url)!r})"
             )
+        try:
+            parse_smtp_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"MERCURIO_SMTP_URL: {exc} (got {redact_url(url)!r})") from None
         if settings.env == "production" and not settings.email_from:
             raise ConfigError("MERCURIO_EMAIL_FROM: required with MERCURIO_SMTP_URL in production")
+    sender = settings.email_from
+    if sender and ("@" not in parseaddr(sender)[1] or any(ch in sender for ch in "\r\n")):
+        raise ConfigError(
+            f"MERCURIO_EMAIL_FROM: use an address, e.g. Mercurio <noreply@example.com> "
+            f"(got {sender!r})"
+        )
     public = settings.public_url
     if public and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public):
         raise ConfigError(f"MERCURIO_PUBLIC_URL: use http(s)://host[:port][/path] (got {public!r})")
