@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 import uuid
@@ -22,6 +23,7 @@ from mercurio.urls import sqlite_file
 TICKET_TYPE = "mercurio-stream-ticket"
 TICKET_SECRET_FILE = ".mercurio-ticket-secret"
 VERIFIED_CACHE_SIZE = 10_000
+EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 class AuthError(Exception):
@@ -40,6 +42,8 @@ class Principal:
     user_id: str
     is_publisher: bool
     expires_at: float | None
+    email: str | None = None
+    """The token's `email` claim, when it looks like an address (where digests may go)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +147,8 @@ class Authenticator:
             or user in self._publishers
         )
         exp = claims.get("exp")
-        return Principal(user, publisher, float(exp) if isinstance(exp, int | float) else None)
+        expires = float(exp) if isinstance(exp, int | float) else None
+        return Principal(user, publisher, expires, _email_claim(claims.get("email")))
 
     @property
     def _ticket_key(self) -> bytes:
@@ -205,6 +210,14 @@ class Authenticator:
         if self._audience:
             claims["aud"] = self._audience
         return jwt.encode(claims, self._key, algorithm=self._algorithms[0])
+
+
+def _email_claim(value: object) -> str | None:
+    """The claim when it is shaped like one address; anything else is ignored, not refused
+    (identity providers put all sorts in it, and the token is valid without it)."""
+    if isinstance(value, str) and len(value) <= 320 and EMAIL_SHAPE.fullmatch(value):
+        return value
+    return None
 
 
 def _number(value: object) -> float | None:

@@ -15,6 +15,8 @@ from mercurio.errors import ConfigError
 app = typer.Typer(help="Mercurio: notifications over server-sent events.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+push_app = typer.Typer(help="Web Push.", no_args_is_help=True)
+app.add_typer(push_app, name="push")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -78,11 +80,13 @@ def _ready_to_serve(settings: Settings) -> None:
     """Refuse what only shows once serving (the bind, the database) before binding anything."""
     import structlog
 
+    from mercurio.channels import vapid
     from mercurio.config import check_public_bind, startup_warnings
     from mercurio.store import check_reachable
 
     try:
         check_public_bind(settings)
+        vapid.load(settings)
         asyncio.run(check_reachable(settings.db_conn))
     except ConfigError as exc:
         typer.echo(f"mercurio: configuration error: {exc}", err=True)
@@ -199,3 +203,13 @@ def listen(
 def main() -> None:
     """Entry point of the `mercurio` command."""
     app()
+
+
+@push_app.command("keys")
+def push_keys() -> None:
+    """Print a new VAPID key pair: set the private key as MERCURIO_VAPID_PRIVATE_KEY."""
+    from mercurio.channels.vapid import new_pair
+
+    private_pem, public_key = new_pair()
+    typer.echo(private_pem.rstrip())
+    typer.echo(f"# public key (what GET /api/push/vapid-public-key answers): {public_key}")

@@ -8,6 +8,7 @@ import re
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.exc import ArgumentError
 
 from mercurio import brokers
+from mercurio.channels.smtp import parse_smtp_url
 from mercurio.errors import ConfigError
 from mercurio.urls import is_sqlite, redact_url, scheme_of, sqlite_file
 
@@ -32,6 +34,15 @@ MIN_HMAC_KEY_BYTES = 32
 PUBLIC_KEY_UNSCOPED = (
     "MERCURIO_AUTH_AUDIENCE: with a public key set it or MERCURIO_AUTH_ISSUER, else a token "
     "the key's owner signed for any other service is accepted here"
+)
+
+# Where the browsers' own push services take pushes (Chrome, Firefox, Edge, Safari).
+PUBLIC_PUSH_HOSTS = (
+    "fcm.googleapis.com",
+    "android.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.notify.windows.com",
+    "web.push.apple.com",
 )
 
 CommaList = Annotated[list[str], NoDecode]
@@ -111,6 +122,19 @@ class Settings(BaseSettings):
     metrics_token: str = Field(default="", repr=False)
     docs: bool | None = None  # /docs, /redoc, /openapi.json; default: on outside production
 
+    # Web Push (channels/push.py). Default: on outside production; in production with a key.
+    push: bool | None = None
+    vapid_private_key: str = Field(default="", repr=False)  # PEM text
+    vapid_private_key_path: str = ""
+    vapid_subject: str = ""  # mailto: or https:, how a push service reaches the operator
+    push_endpoint_hosts: CommaList = Field(default_factory=lambda: list(PUBLIC_PUSH_HOSTS))
+    push_delay: float = Field(default=0.0, ge=0, le=30 * 86400)  # seconds unread before a push
+    # E-mail digests (channels/email.py): on when an SMTP server is named.
+    smtp_url: str = Field(default="", repr=False)  # may carry a password
+    email_from: str = ""
+    email_delay: float = Field(default=900.0, ge=0, le=30 * 86400)  # seconds unread before
+    public_url: str = ""  # how people reach this service (links in e-mails)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] | None = None
 
@@ -120,6 +144,7 @@ class Settings(BaseSettings):
         "cors_allowed_origins",
         "cors_allowed_headers",
         "cors_allowed_methods",
+        "push_endpoint_hosts",
         mode="before",
     )
     @classmethod
@@ -200,6 +225,30 @@ class Settings(BaseSettings):
         return self.nid or f"{socket.gethostname()}-{self.http_port}"
 
     @property
+    def push_enabled(self) -> bool:
+        if self.push is not None:
+            return self.push
+        has_key = bool(self.vapid_private_key or self.vapid_private_key_path)
+        return self.env != "production" or has_key
+
+    @property
+    def email_enabled(self) -> bool:
+        return bool(self.smtp_url)
+
+    @property
+    def email_sender(self) -> str:
+        """The From of digests: MERCURIO_EMAIL_FROM, else a local placeholder outside production."""
+        return self.email_from or "Mercurio <mercurio@localhost>"
+
+    @property
+    def base_url(self) -> str:
+        """The service's public address, for links it sends out (no trailing slash)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.http_host}:{self.http_port}"
+
+    @property
     def docs_enabled(self) -> bool:
         return self.docs if self.docs is not None else self.env != "production"
 
@@ -273,6 +322,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     _check_keys(settings)
     _check_tls(settings)
     _check_database(settings.db_conn)
+    _check_push(settings)
+    _check_email(settings)
     return settings
 
 
@@ -397,3 +448,54 @@ def _check_tls(settings: Settings) -> None:
     for name, value in (("CERTFILE", settings.ssl_certfile), ("KEYFILE", settings.ssl_keyfile)):
         if value and not Path(value).is_file():
             raise ConfigError(f"MERCURIO_SSL_{name}: no such file {value!r}")
+
+
+def _check_push(settings: Settings) -> None:
+    subject = settings.vapid_subject
+    if subject and not subject.startswith(("mailto:", "https://")):
+        raise ConfigError(
+            f"MERCURIO_VAPID_SUBJECT: use a mailto: or https:// URL (got {subject!r})"
+        )
+    path = settings.vapid_private_key_path
+    if path and not settings.vapid_private_key and not Path(path).is_file():
+        raise ConfigError(f"MERCURIO_VAPID_PRIVATE_KEY_PATH: no such file {path!r}")
+    for host in settings.push_endpoint_hosts:
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]", host):
+            raise ConfigError(f"MERCURIO_PUSH_ENDPOINT_HOSTS: not a host name {host!r}")
+    if settings.env != "production" or not settings.push_enabled:
+        return
+    if not (settings.vapid_private_key or path):
+        raise ConfigError(
+            "MERCURIO_VAPID_PRIVATE_KEY: required in production with Web Push on; make a pair "
+            "with `mercurio push keys`, or set MERCURIO_PUSH=off"
+        )
+    if not subject:
+        raise ConfigError(
+            "MERCURIO_VAPID_SUBJECT: required in production with Web Push on "
+            "(mailto:you@example.com), so push services can reach you"
+        )
+
+
+def _check_email(settings: Settings) -> None:
+    url = settings.smtp_url
+    if url:
+        if scheme_of(url) not in ("smtp", "smtps"):
+            raise ConfigError(
+                f"MERCURIO_SMTP_URL: use smtp://host:port or smtps://host:port "
+                f"(got {redact_url(url)!r})"
+            )
+        try:
+            parse_smtp_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"MERCURIO_SMTP_URL: {exc} (got {redact_url(url)!r})") from None
+        if settings.env == "production" and not settings.email_from:
+            raise ConfigError("MERCURIO_EMAIL_FROM: required with MERCURIO_SMTP_URL in production")
+    sender = settings.email_from
+    if sender and ("@" not in parseaddr(sender)[1] or any(ch in sender for ch in "\r\n")):
+        raise ConfigError(
+            f"MERCURIO_EMAIL_FROM: use an address, e.g. Mercurio <noreply@example.com> "
+            f"(got {sender!r})"
+        )
+    public = settings.public_url
+    if public and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public):
+        raise ConfigError(f"MERCURIO_PUBLIC_URL: use http(s)://host[:port][/path] (got {public!r})")

@@ -2,9 +2,10 @@
 
 Live fan-out may drop (DESIGN.md invariant 3); a Web Push or e-mail channel may not. Each
 `Consumer` has a cursor row in `consumer_cursors` holding the id of the last notification it
-handled. The runner reads the ledger after that id, in id order, and calls `handle` inside the
-very transaction that advances the cursor: what `handle` writes and the cursor move commit
-together or not at all, so a crash re-handles the batch and nothing is handled twice.
+handled. The runner reads the ledger after that id, in id order, then calls `handle` inside the
+transaction that advances the cursor, once it has checked the cursor did not move meanwhile:
+what `handle` writes and the cursor move commit together or not at all, so a crash re-handles
+the batch and nothing is handled twice.
 
 The cursor row is also the consumer's lock. On PostgreSQL a node claims it with
 `SELECT ... FOR UPDATE SKIP LOCKED`: while one node holds it the others get no row and come
@@ -57,11 +58,25 @@ class Consumer(ABC):
         or must be idempotent: after a crash before the commit, the batch comes again.
         """
 
+    async def wants(self, reader: AsyncConnection) -> bool:
+        """Whether any notification could matter to this consumer now.
+
+        False lets the runner move the cursor past everything without reading it (a push
+        channel nobody subscribed to). `reader` is a read-only connection.
+        """
+        return True
+
+    def committed(self, notes: list[Notification]) -> None:  # noqa: B027 (optional hook)
+        """Called once the batch `handle` took has committed (to wake whoever sends it)."""
+
 
 class Head(Protocol):
-    """What the runner reads without taking a write lock: the newest committed id."""
+    """What the runner reads without taking a write lock: the newest committed id, and the
+    ledger itself through the read engine."""
 
     async def last_id(self) -> int: ...
+
+    def read_engine(self) -> AsyncEngine: ...
 
 
 OnCommit = Callable[[list[Notification]], None]
@@ -89,6 +104,7 @@ class ConsumerRunner:
         first_retry: float = 0.05,
         retry_cap: float = 5.0,
         close_grace: float = 10.0,
+        linger: float = 0.02,
     ) -> None:
         names = [consumer.name for consumer in consumers]
         if len(set(names)) != len(names):
@@ -100,6 +116,7 @@ class ConsumerRunner:
         self.first_retry = first_retry
         self.retry_cap = retry_cap
         self.close_grace = close_grace
+        self.linger = linger
         self.handled: dict[str, int] = dict.fromkeys(names, 0)
         """Notifications each consumer handled on this node (committed batches only)."""
         self.failures: dict[str, int] = dict.fromkeys(names, 0)
@@ -150,7 +167,7 @@ class ConsumerRunner:
 
     async def position(self, name: str) -> int | None:
         """The id a consumer's cursor is at, or None when it has none yet."""
-        async with self._engine_().connect() as conn:
+        async with self._head_().read_engine().connect() as conn:
             query = sa.select(c.c.position).where(c.c.name == name)
             value = (await conn.execute(query)).scalar()
         return int(value) if value is not None else None
@@ -183,28 +200,47 @@ class ConsumerRunner:
             attempt = 0
             if not more:
                 await _wait(bell, self.interval)
+                # Let the commits of the next few milliseconds join this batch: one write
+                # transaction for them all instead of one each, beside the publishes.
+                await _wait(self._closing, self.linger)
 
     async def _step(self, consumer: Consumer, known: int | None) -> tuple[int | None, bool]:
-        """One batch; the cursor position now known, and whether a full page suggests more."""
-        if known is not None and await self._head_().last_id() <= known:
+        """One batch; the cursor position now known, and whether to look again at once.
+
+        The page is read before the write transaction, on the read engine: the write lock
+        (SQLite's one writer, which publishes wait for) is held only to claim the cursor,
+        write what `handle` writes and move the cursor. Reading first is safe: ids commit in
+        order, and a cursor that moved meanwhile (another node) makes the batch start over.
+        """
+        head = await self._head_().last_id()
+        if known is not None and head <= known:
             # Nothing past the cursor: no write transaction (on SQLite, no write lock) at all.
             return known, False
+        if known is None:
+            known = await self.position(consumer.name)
+            if known is None:
+                return None, False
+        async with self._head_().read_engine().connect() as reader:
+            wanted = await consumer.wants(reader)
+            notes = await _page_after(reader, known, self.page_size) if wanted else []
+        moved = notes[-1].id if notes else head
         async with self._engine_().begin() as conn:
             position = await _claim(conn, consumer.name)
             if position is None:
                 self.held_elsewhere[consumer.name] += 1
                 return None, False  # another node holds the cursor; look again after a while
-            notes = await _page_after(conn, position, self.page_size)
-            if not notes:
-                return position, False
-            await consumer.handle(conn, notes)
-            moved = notes[-1].id
+            if position != known:
+                return position, True  # another node moved it since: read from there
+            if notes:
+                await consumer.handle(conn, notes)
             await conn.execute(
                 c.update()
                 .where(c.c.name == consumer.name)
                 .values(position=moved, updated_at=datetime.now(UTC))
             )
-        self.handled[consumer.name] += len(notes)
+        if notes:
+            consumer.committed(notes)
+            self.handled[consumer.name] += len(notes)
         return moved, len(notes) == self.page_size
 
     def _head_(self) -> Head:

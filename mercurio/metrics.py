@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from mercurio.stats import PUBLISH_KINDS, LatencyTally, PublishStats
 
 if TYPE_CHECKING:
+    from mercurio.channels.dispatcher import Dispatcher
     from mercurio.fanout import Fanout
     from mercurio.hub import Hub
     from mercurio.store import Store
@@ -39,10 +40,18 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     """The metrics of one node: its own registry, so several nodes can live in one process."""
 
-    def __init__(self, hub: Hub, store: Store, fanout: Fanout, publishes: PublishStats) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        store: Store,
+        fanout: Fanout,
+        publishes: PublishStats,
+        dispatchers: dict[str, Dispatcher] | None = None,
+    ) -> None:
         self.publishes = publishes
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_NodeCollector(hub, store, fanout, publishes))
+        collector = _NodeCollector(hub, store, fanout, publishes, dispatchers or {})
+        self.registry.register(collector)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -55,11 +64,19 @@ class Metrics:
 class _NodeCollector(Collector):
     """Reads the hub's, the store's and the broker's counters at scrape time."""
 
-    def __init__(self, hub: Hub, store: Store, fanout: Fanout, publishes: PublishStats) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        store: Store,
+        fanout: Fanout,
+        publishes: PublishStats,
+        dispatchers: dict[str, Dispatcher],
+    ) -> None:
         self.hub = hub
         self.store = store
         self.fanout = fanout
         self.publishes = publishes
+        self.dispatchers = dispatchers
 
     def collect(self) -> Iterable[Metric]:
         hub = self.hub
@@ -93,6 +110,23 @@ class _NodeCollector(Collector):
         yield from self._publishes()
         yield from self._broker()
         yield from self._store()
+        yield from self._channels()
+
+    def _channels(self) -> Iterable[Metric]:
+        if not self.dispatchers:
+            return
+        outcomes = CounterMetricFamily(
+            "mercurio_channel_deliveries",
+            "Web Push and e-mail deliveries this node finished, by channel and result "
+            "(sent; dropped: read meanwhile, gone or refused; retried: tried again later).",
+            labels=["channel", "result"],
+        )
+        for name, dispatcher in self.dispatchers.items():
+            tally = dispatcher.tally
+            outcomes.add_metric([name, "sent"], tally.sent)
+            outcomes.add_metric([name, "dropped"], tally.dropped)
+            outcomes.add_metric([name, "retried"], tally.retried)
+        yield outcomes
 
     def _publishes(self) -> Iterable[Metric]:
         stats = self.publishes

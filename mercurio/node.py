@@ -13,6 +13,7 @@ import structlog
 
 from mercurio import sse
 from mercurio.auth import Authenticator
+from mercurio.channels.build import build_channels
 from mercurio.cluster import Cluster
 from mercurio.config import Settings
 from mercurio.consumers import Consumer, ConsumerRunner, each_commit
@@ -42,14 +43,16 @@ class Node:
         self.auth = Authenticator(settings)
         self.hub = Hub(settings.stream_replay_concurrency)
         self.fanout = fanout or build_fanout(settings, self.hub)
-        # Durable consumers (Web Push and e-mail come next); a local commit rings them.
-        self.consumers = ConsumerRunner(consumers)
-        self.store = Store(
-            settings.db_conn, on_commit=each_commit(self.fanout.committed, self.consumers.committed)
-        )
+        self.store = Store(settings.db_conn)
+        # Web Push and e-mail: durable consumers enqueue, dispatchers send.
+        self.channels = build_channels(settings, self.store)
+        self.consumers = ConsumerRunner([*consumers, *self.channels.consumers])
+        self.store.on_commit = each_commit(self.fanout.committed, self.consumers.committed)
         self.publish_budget = publish_budget(settings)
         self.publish_stats = PublishStats()
-        self.metrics = Metrics(self.hub, self.store, self.fanout, self.publish_stats)
+        self.metrics = Metrics(
+            self.hub, self.store, self.fanout, self.publish_stats, self.channels.dispatchers
+        )
         self.started = False
 
     async def start(self) -> None:
@@ -57,12 +60,14 @@ class Node:
         await self.store.start()
         await self.fanout.start(self.store)
         await self.consumers.start(self.store, self.store.write_engine())
+        await self.channels.start()
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 
     async def stop(self) -> None:
         """Close every stream, finish queued publishes, close the store, then the fan-out."""
         self.hub.close_all(CloseReason.SHUTDOWN)
+        await self.channels.close()
         await self.consumers.close()
         await self.store.close()
         await self.fanout.close()

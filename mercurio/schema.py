@@ -63,3 +63,55 @@ consumer_cursors = sa.Table(
     sa.Column("position", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# A browser's Web Push subscription (PushSubscription.toJSON()), one row per endpoint.
+push_subscriptions = sa.Table(
+    "push_subscriptions",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("endpoint", sa.String(2048), nullable=False, unique=True),
+    sa.Column("p256dh", sa.String(128), nullable=False),
+    sa.Column("auth", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_push_subscriptions_client_id", "client_id"),
+)
+
+# Where a client's e-mail digests go. source: "api" (PUT by the client or a publisher; an
+# explicit DELETE is kept as a row without an address) or "token" (the JWT's email claim).
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("source", sa.String(8), nullable=False),
+    sa.Column("email_off", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# What the channels (Web Push, e-mail) still owe: one row per push to one subscription, or per
+# notification to e-mail to one client. A node leases a row before it sends; the row is deleted
+# once sent or given up. Times are epoch seconds: compared the same way on both dialects.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("notification_id", sa.BigInteger(), nullable=False),
+    sa.Column("subscription_id", sa.BigInteger(), nullable=True),
+    sa.Column("due_at", sa.Float(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float(), nullable=True),
+    sa.Index("ix_deliveries_channel_due_at", "channel", "due_at"),
+    sa.Index("ix_deliveries_channel_client_id", "channel", "client_id"),
+)
+
+# Secrets every node must share (the unsubscribe links' signing key): made once, kept here.
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)

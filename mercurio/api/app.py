@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from mercurio.api import dev, events, notifications, ops
+from mercurio.api import contact, dev, events, notifications, ops, push
 from mercurio.api.deps import RestApp
 from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers
 from mercurio.api.layers import (
@@ -66,6 +66,8 @@ def build_rest_app(node: Node) -> RestApp:
 
     app.include_router(events.router)
     app.include_router(notifications.router)
+    app.include_router(push.router)
+    app.include_router(contact.router)
     app.include_router(dev.router)
     app.include_router(ops.router)
     if STATIC_DIR.is_dir():

@@ -44,7 +44,12 @@ async def get_principal(
     token = bearer_token(authorization)
     if token is None:
         raise AuthError(401, "missing bearer token (Authorization: Bearer <token>)")
-    return node.auth.verify(token)
+    principal = node.auth.verify(token)
+    if principal.email is not None:
+        # Where the user's digests go when no address was set through the API; a dict
+        # lookup after the first request of this (user, address) in this process.
+        await node.channels.contacts.note_token_email(principal.user_id, principal.email)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -66,6 +71,17 @@ async def own_client(clientID: str, principal: PrincipalDep) -> str:
 
 
 OwnClient = Annotated[str, Depends(own_client)]
+
+
+async def own_client_or_publisher(clientID: str, principal: PrincipalDep) -> Principal:
+    """The caller, when it is the path's client or a publisher (who may act for any client)."""
+    check_client_id(clientID)
+    if principal.user_id != clientID and not principal.is_publisher:
+        raise ApiError(403, "this token may not change another client's settings")
+    return principal
+
+
+OwnClientOrPublisher = Annotated[Principal, Depends(own_client_or_publisher)]
 
 
 async def require_publisher(principal: PrincipalDep) -> Principal:

@@ -109,6 +109,10 @@ class Store:
         assert self._engines is not None, "store not started"
         return self._engines.read
 
+    def read_engine(self) -> AsyncEngine:
+        """The engine reads go through (a pool of its own on SQLite)."""
+        return self._reader()
+
     def write_engine(self) -> AsyncEngine:
         """The engine writes go through (durable consumers write in their own transactions)."""
         assert self._engines is not None, "store not started"

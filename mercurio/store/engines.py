@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -18,6 +18,14 @@ from mercurio.urls import database_url, redact_url
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 MIGRATE_LOCK_KEY = 1
 """PostgreSQL advisory lock that nodes of a cluster take in turn to migrate."""
+
+
+class EngineSource(Protocol):
+    """What hands out the engines once the store is open (the Store itself)."""
+
+    def write_engine(self) -> AsyncEngine: ...
+
+    def read_engine(self) -> AsyncEngine: ...
 
 
 @dataclass(frozen=True, slots=True)

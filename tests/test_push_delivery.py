@@ -1,0 +1,334 @@
+"""Web Push delivery (issue 12), from a real server process to a strict mock push service.
+
+The mock (tests/push_service.py) checks the VAPID signature and decrypts every push, so a
+push that arrives here is one a browser's push service would take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id, postgres_database
+from tests.helpers import until
+from tests.push_service import MockPushService, PushDevice
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def push_env(**extra: str) -> dict[str, str]:
+    return {"MERCURIO_PUSH_ENDPOINT_HOSTS": "127.0.0.1", "MERCURIO_NID": "push-a", **extra}
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[MockPushService]:
+    async with MockPushService() as running:
+        yield running
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+class Api:
+    """The server's HTTP API, asynchronously (the mock push service shares this loop)."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.http = httpx.AsyncClient(base_url=server.url, timeout=10)
+
+    async def register(self, user: str, device: PushDevice) -> int:
+        answer = await self.http.post(
+            f"/api/clients/{user}/push-subscriptions",
+            json=device.subscription_json(),
+            headers=bearer(user),
+        )
+        assert answer.status_code == 201, answer.text
+        return int(answer.json()["id"])
+
+    async def subscriptions(self, user: str) -> list[dict[str, Any]]:
+        answer = await self.http.get(
+            f"/api/clients/{user}/push-subscriptions", headers=bearer(user)
+        )
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["subscriptions"])
+
+    async def unicast(self, user: str, data: Any, category: str | None = None) -> int:
+        body: dict[str, Any] = {"sourceID": "tests", "destinationID": user, "data": data}
+        if category is not None:
+            body["category"] = category
+        answer = await self.http.post("/api/events/unicast", json=body, headers=PUBLISHER)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["notificationID"])
+
+    async def announce(self, data: Any) -> int:
+        body = {"sourceID": "tests", "destinations": ["*"], "data": data}
+        answer = await self.http.post("/api/events/broadcast", json=body, headers=PUBLISHER)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()[0]["notificationID"])
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@pytest.fixture
+async def started(tmp_path: Path) -> AsyncIterator[list[ServerProcess]]:
+    servers: list[ServerProcess] = []
+    yield servers
+    for server in servers:
+        server.stop(signal.SIGKILL)
+
+
+async def start(started: list[ServerProcess], folder: Path, env: dict[str, str]) -> Api:
+    server = ServerProcess.in_folder(folder, env)
+    await asyncio.to_thread(server.start)  # the loop keeps serving the mock meanwhile
+    started.append(server)
+    return Api(server)
+
+
+async def metric_shows(api: Api, line: str, timeout: float = 10.0) -> None:
+    """Until /metrics has the line (what the dispatcher decided, for pushes never sent)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while line not in (await api.http.get("/metrics")).text:
+        assert asyncio.get_running_loop().time() < deadline, f"/metrics never showed {line}"
+        await asyncio.sleep(0.05)
+
+
+def pushed_ids(service: MockPushService, device: PushDevice | None = None) -> list[int]:
+    return [
+        r.json()["notificationID"] for r in service.received if device is None or r.device is device
+    ]
+
+
+async def test_push_reaches_every_subscription_decrypted_and_signed_with_the_published_key(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user, bystander = new_client_id(), new_client_id()
+    phone, laptop, other = service.device(), service.device(), service.device()
+    for device in (phone, laptop):
+        await api.register(user, device)
+    await api.register(bystander, other)
+    key = (await api.http.get("/api/push/vapid-public-key", headers=bearer(user))).json()
+    data = {"title": "Invoice paid", "body": "€12 <b>thanks</b>", "url": "/app/"}
+    note_id = await api.unicast(user, data, category="billing")
+
+    received = await service.wait_for(2)
+    assert {r.device.endpoint for r in received} == {phone.endpoint, laptop.endpoint}
+    for push in received:
+        body = push.json()
+        assert set(body) == {"notificationID", "clientID", "category", "data", "createdAt"}
+        assert (body["notificationID"], body["clientID"]) == (note_id, user)
+        assert (body["category"], body["data"]) == ("billing", data)
+        assert body["createdAt"].endswith("Z")
+        assert push.vapid_public_key == key["publicKey"]
+        assert push.vapid_claims["sub"].startswith("mailto:")
+        assert 0 < push.ttl <= 24 * 3600
+        assert push.urgency == "normal" and push.topic == f"n{note_id}"
+    assert pushed_ids(service, other) == []
+    await api.close()
+
+
+async def test_announcement_is_pushed_to_every_subscribed_user(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    devices = {new_client_id(): service.device() for _ in range(3)}
+    for user, device in devices.items():
+        await api.register(user, device)
+    note_id = await api.announce("maintenance tonight")
+    received = await service.wait_for(3)
+    assert sorted(r.json()["clientID"] for r in received) == sorted(devices)
+    assert {r.json()["notificationID"] for r in received} == {note_id}
+    assert {r.json()["data"] for r in received} == {"maintenance tonight"}
+    await api.close()
+
+
+async def test_escalation_pushes_only_what_is_still_unread_undeleted_and_unmuted(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env(MERCURIO_PUSH_DELAY="2"))
+    user = new_client_id()
+    device = service.device()
+    await api.register(user, device)
+    prefs = await api.http.put(
+        f"/api/clients/{user}/preferences",
+        json={"mutedCategories": ["social"]},
+        headers=bearer(user),
+    )
+    assert prefs.status_code == 200
+    read = await api.unicast(user, "read in a tab")
+    deleted = await api.unicast(user, "deleted in a tab")
+    await api.unicast(user, "muted", category="social")
+    owed = await api.unicast(user, "still unread")
+    mark = await api.http.put(
+        f"/api/clients/{user}/notifications/{read}/read", headers=bearer(user)
+    )
+    gone = await api.http.delete(
+        f"/api/clients/{user}/notifications/{deleted}", headers=bearer(user)
+    )
+    assert mark.status_code == 200 and gone.status_code == 200
+    assert service.received == []  # nothing before the delay runs out
+    await service.wait_for(1)
+    # The owed one was due last: by the time it arrived every earlier one was decided.
+    await until(lambda: len(service.attempts) >= 1)
+    assert pushed_ids(service) == [owed]
+    await api.close()
+
+
+async def test_data_too_large_for_a_push_becomes_a_truncated_stub(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    await api.register(user, service.device())
+    note_id = await api.unicast(user, {"text": "x" * 6000})
+    [push] = await service.wait_for(1)
+    body = push.json()
+    assert body["truncated"] is True and "data" not in body
+    assert body["notificationID"] == note_id
+    await api.close()
+
+
+async def test_429_with_retry_after_and_500_are_retried_until_delivered_once(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    device = service.device()
+    await api.register(user, device)
+    service.script(device, (429, {"Retry-After": "1"}), 503)
+    note_id = await api.unicast(user, "eventually")
+    await service.wait_for(1, timeout=30)
+    assert [status for d, status in service.attempts if d is device] == [429, 503, 201]
+    assert pushed_ids(service, device) == [note_id]
+    assert len(await api.subscriptions(user)) == 1  # never pruned for 429 or 5xx
+    metrics = (await api.http.get("/metrics")).text
+    assert 'mercurio_channel_deliveries_total{channel="push",result="retried"} 2.0' in metrics
+    assert 'mercurio_channel_deliveries_total{channel="push",result="sent"} 1.0' in metrics
+    await api.close()
+
+
+async def test_gone_subscription_is_pruned_and_never_pushed_again(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    gone, kept = service.device(), service.device()
+    await api.register(user, gone)
+    await api.register(user, kept)
+    service.script(gone, 410)
+    await api.unicast(user, "first")
+    await service.wait_for(1)
+    await until(lambda: len(service.attempts) >= 2)
+    subscriptions = await api.subscriptions(user)
+    assert [s["endpoint"] for s in subscriptions] == [kept.endpoint]
+    await api.unicast(user, "second")
+    await service.wait_for(2)
+    assert [status for d, status in service.attempts if d is gone] == [410]
+    await api.close()
+
+
+async def test_other_4xx_drops_that_push_but_keeps_the_subscription(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    device = service.device()
+    await api.register(user, device)
+    service.script(device, 400)
+    await api.unicast(user, "refused")
+    second = await api.unicast(user, "taken")
+    await service.wait_for(1)
+    assert pushed_ids(service, device) == [second]
+    assert [status for d, status in service.attempts if d is device] == [400, 201]
+    assert len(await api.subscriptions(user)) == 1
+    await api.close()
+
+
+async def test_kill_9_mid_send_then_restart_sends_each_owed_push_exactly_once(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    device = service.device()
+    await api.register(user, device)
+    before = [await api.unicast(user, f"before {i}") for i in range(3)]
+    await service.wait_for(3)
+    service.hold(True)  # the push service takes the next requests and never answers
+    held = [await api.unicast(user, f"held {i}") for i in range(4)]
+    await until(lambda: len(service.held) >= 1)
+    started[0].stop(signal.SIGKILL)
+    await api.close()
+    service.hold(False)
+
+    api = await start(started, tmp_path, push_env())
+    await service.wait_for(7, timeout=30)
+    assert sorted(pushed_ids(service, device)) == sorted(before + held)  # none twice, none lost
+    await api.close()
+
+
+@pytest.mark.postgres
+async def test_two_nodes_on_one_database_send_each_push_once(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path, pg_url: str
+) -> None:
+    nodes = []
+    for name in ("node-a", "node-b"):
+        (tmp_path / name).mkdir()
+        env = push_env(MERCURIO_DB_CONN=pg_url, MERCURIO_NID=name)
+        nodes.append(await start(started, tmp_path / name, env))
+    users = [new_client_id() for _ in range(4)]
+    for user in users:
+        await nodes[0].register(user, service.device())
+    published = [await nodes[i % 2].unicast(user, i) for i, user in enumerate(users * 5)]
+    await service.wait_for(len(published), timeout=60)
+    assert sorted(pushed_ids(service)) == sorted(published)
+    for node in nodes:
+        await node.close()
+
+
+async def test_endpoint_host_delisted_after_registration_is_not_pushed_to(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    await api.register(user, service.device())
+    started[0].stop()
+    await api.close()
+    api = await start(
+        started, tmp_path, push_env(MERCURIO_PUSH_ENDPOINT_HOSTS="fcm.googleapis.com")
+    )
+    second = new_client_id()
+    await api.unicast(user, "to a host no longer allowed")
+    await api.unicast(second, "fence")  # a user without subscriptions: nothing to send
+    await metric_shows(
+        api, 'mercurio_channel_deliveries_total{channel="push",result="dropped"} 1.0'
+    )
+    assert service.attempts == []  # re-checked at send: no request left the server
+    await api.close()
+
+
+async def test_endpoint_registered_again_by_another_user_stops_the_first_users_pushes(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    first, second = new_client_id(), new_client_id()
+    device = service.device()
+    await api.register(first, device)
+    await api.register(second, device)  # another person signed in on that browser
+    assert await api.subscriptions(first) == []
+    await api.unicast(first, "for the first user")
+    mine = await api.unicast(second, "for the second user")
+    await service.wait_for(1)
+    await until(lambda: len(service.attempts) >= 1)
+    assert pushed_ids(service) == [mine]
+    assert [r.json()["clientID"] for r in service.received] == [second]
+    await api.close()
