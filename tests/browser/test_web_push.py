@@ -4,8 +4,10 @@ Headless Chromium has no push service (and refuses the Push API in its incognito
 contexts), so an init script stands in for PushManager.subscribe/getSubscription with a
 subscription whose endpoint and keys the test gives. Pushes reach the service worker through
 the DevTools protocol (ServiceWorker.deliverPushMessage), with the server's payload format.
-Until the server's push routes are on main, FakePushRoutes answers them in the browser with
-their contract (vapid-public-key, push-subscriptions POST/GET/DELETE).
+Most tests answer the push routes in the browser with FakePushRoutes (their contract:
+vapid-public-key, push-subscriptions POST/GET/DELETE), so they can count what the app asked;
+the end-to-end test uses the server's real routes and the mock push service
+(tests/push_service.py): a publish is pushed, decrypted, and what it carried is shown.
 """
 
 from __future__ import annotations
@@ -431,3 +433,102 @@ def test_denied_permission_is_said(context: Any, server: Any, shot: Any) -> None
     )
     assert routes.stored == {}
     shot(page, "p5-push-denied")
+
+
+@pytest.fixture
+def push_server(tmp_path: Path) -> Iterator[Any]:
+    """The real server with its real push routes, pushing to the mock push service on loopback."""
+    from tests.browser.conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path)
+    srv.env["MERCURIO_PUSH_ENDPOINT_HOSTS"] = "127.0.0.1"
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_end_to_end_publish_reaches_the_push_service_and_the_worker_shows_it(
+    context: Any, push_server: Any, console: Any, shot: Any
+) -> None:
+    """The app subscribes against the server's real routes with a mock push service device;
+    a publish is pushed there, signed with the key the app subscribed with, and decrypts to the
+    payload the worker then shows."""
+    from tests.browser.conftest import Publisher
+    from tests.push_service import ThreadedPushService
+
+    server = push_server
+    with ThreadedPushService() as service:
+        device = service.device()
+        context.grant_permissions(["notifications"], origin=server.url)
+        context.add_init_script(FAKE_PUSH_MANAGER % json.dumps(device.subscription_json()))
+        page = open_inbox(context, server)
+        enable(page)
+
+        user = User(server.url, "123")
+        listed = httpx.get(f"{user.base}/push-subscriptions", headers=user.headers).json()
+        assert [s["endpoint"] for s in listed["subscriptions"]] == [device.endpoint]
+        key = httpx.get(f"{server.url}/api/push/vapid-public-key", headers=user.headers).json()
+        asked = json.loads(page.evaluate("localStorage.getItem('mercurio-test-push-key')"))
+        assert b64url(bytes(asked["serverKey"])) == key["publicKey"].rstrip("=")
+        service.expect_vapid_key(key["publicKey"])
+
+        data = {"title": "Build green", "body": "main is deployable", "url": "/app/?user=123"}
+        published = Publisher(server.url).unicast("123", data, category="system")
+        (received,) = service.wait_for(1)
+        assert service.refused == []
+        pushed = received.json()
+        assert pushed["notificationID"] == published["notificationID"]
+        assert pushed["clientID"] == "123" and pushed["category"] == "system"
+        assert pushed["data"] == data and isinstance(pushed["createdAt"], str)
+
+        # what the push service carried, delivered to the worker as the browser would
+        Pusher(context, page, server.url).push(pushed)
+        (shown,) = wait_shown(page, 1)
+        assert (shown["title"], shown["body"]) == ("Build green", "main is deployable")
+        assert shown["tag"] == str(published["notificationID"])
+        shot(page, "p6-end-to-end-pushed")
+
+        user.mark_read(published["notificationID"])
+        wait_shown(page, 0)
+
+        # turning off deletes the server's record
+        page.get_by_role("button", name=DISABLE).click()
+        expect(page.get_by_role("button", name=ENABLE)).to_be_visible(timeout=LIVE_TIMEOUT)
+        listed = httpx.get(f"{user.base}/push-subscriptions", headers=user.headers).json()
+        assert listed["subscriptions"] == []
+    assert console.app_errors() == []
+
+
+@pytest.mark.timeout(60)
+def test_control_hidden_when_the_real_server_has_push_off(
+    context: Any, tmp_path: Path, console: Any
+) -> None:
+    from tests.browser.conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path)
+    srv.env["MERCURIO_PUSH"] = "off"
+    srv.start()
+    try:
+        context.grant_permissions(["notifications"], origin=srv.url)
+        page = context.new_page()
+        asked = []
+        page.on(
+            "response",
+            lambda r: asked.append(r.status) if "vapid-public-key" in r.url else None,
+        )
+        page.goto(f"{srv.url}/app/?user=123")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=LIVE_TIMEOUT)
+        for _ in range(100):
+            if asked:
+                break
+            page.wait_for_timeout(100)
+        assert asked == [404]
+        page.wait_for_timeout(300)
+        expect(page.get_by_role("button", name=ENABLE)).to_be_hidden()
+        expect(page.locator("#push-status")).to_be_hidden()
+    finally:
+        srv.stop()
+    assert console.app_errors() == []

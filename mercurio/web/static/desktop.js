@@ -98,7 +98,8 @@ export async function handleLanding() {
   const next = q.get('next');
   for (const name of ['read', 'client', 'next']) q.delete(name);
   if (client === state.user && !q.has('user')) q.set('user', client);
-  history.replaceState(null, '', `${location.pathname}?${q}${location.hash}`);
+  const rest = String(q);
+  history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
   if (client !== state.user) return;
   if (Number.isInteger(id) && id > 0) await markReadByID(id);
   follow(next);
