@@ -194,15 +194,16 @@ class ConsumerRunner:
                     error=type(exc).__name__,
                     attempt=attempt,
                 )
-                await _wait(self._closing, backoff_delay(attempt, self.first_retry, self.retry_cap))
+                delay = backoff_delay(attempt, self.first_retry, self.retry_cap)
+                await wait_event(self._closing, delay)
                 attempt += 1
                 continue
             attempt = 0
             if not more:
-                await _wait(bell, self.interval)
+                await wait_event(bell, self.interval)
                 # Let the commits of the next few milliseconds join this batch: one write
                 # transaction for them all instead of one each, beside the publishes.
-                await _wait(self._closing, self.linger)
+                await wait_event(self._closing, self.linger)
 
     async def _step(self, consumer: Consumer, known: int | None) -> tuple[int | None, bool]:
         """One batch; the cursor position now known, and whether to look again at once.
@@ -273,7 +274,7 @@ async def _page_after(conn: AsyncConnection, position: int, limit: int) -> list[
     return [row_to_notification(row) for row in await conn.execute(query)]
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
+async def wait_event(event: asyncio.Event, seconds: float) -> None:
     """Until the event is set or the seconds pass, whichever comes first."""
     try:
         await asyncio.wait_for(event.wait(), seconds)

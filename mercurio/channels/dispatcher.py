@@ -12,6 +12,7 @@ from typing import Protocol
 import structlog
 
 from mercurio.backoff import backoff_delay
+from mercurio.consumers import wait_event
 from mercurio.store.outbox import Delivery, Outbox
 
 log = structlog.get_logger("mercurio.channels")
@@ -122,13 +123,13 @@ class Dispatcher:
             except Exception as exc:  # the database is away: try again later, forget nothing
                 self.tally.failures += 1
                 log.warning("channel.failed", channel=self.channel.name, error=repr(exc))
-                await _wait(self._closing, backoff_delay(attempt, 0.1, self.poll))
+                await wait_event(self._closing, backoff_delay(attempt, 0.1, self.poll))
                 attempt += 1
                 continue
             attempt = 0
             pause = self.poll if wake_at is None else min(self.poll, wake_at - time.time())
             if pause > 0:
-                await _wait(self._bell, pause)
+                await wait_event(self._bell, pause)
 
     async def _send_all(self, claimed: list[Delivery]) -> None:
         groups: dict[object, list[Delivery]] = {}
@@ -163,11 +164,3 @@ class Dispatcher:
             tally.sent += len(ids)
         else:
             tally.dropped += len(ids)
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    """Until the event is set or the seconds pass, whichever comes first."""
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        pass
