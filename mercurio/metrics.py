@@ -7,6 +7,7 @@ turns those numbers into Prometheus families at scrape time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -117,16 +118,35 @@ class _NodeCollector(Collector):
             return
         outcomes = CounterMetricFamily(
             "mercurio_channel_deliveries",
-            "Web Push and e-mail deliveries this node finished, by channel and result "
-            "(sent; dropped: read meanwhile, gone or refused; retried: tried again later).",
+            "Web Push and e-mail deliveries this node finished, by channel and result (sent; "
+            "dropped: owed no more, read or deleted meanwhile, muted or turned off; pruned: "
+            "the subscription is gone; failed: refused for good or expired; retried: put back "
+            "for a later try).",
             labels=["channel", "result"],
         )
+        depth = GaugeMetricFamily(
+            "mercurio_channel_queue_depth",
+            "Deliveries a channel still owes, all nodes (as of the dispatcher's last look).",
+            labels=["channel"],
+        )
+        age = GaugeMetricFamily(
+            "mercurio_channel_oldest_owed_seconds",
+            "Age of the oldest notification a channel still owes (0 when none), delay included.",
+            labels=["channel"],
+        )
+        now = time.time()
         for name, dispatcher in self.dispatchers.items():
             tally = dispatcher.tally
-            outcomes.add_metric([name, "sent"], tally.sent)
-            outcomes.add_metric([name, "dropped"], tally.dropped)
+            for result, count in tally.finished.items():
+                outcomes.add_metric([name, result.value], count)
             outcomes.add_metric([name, "retried"], tally.retried)
+            backlog = dispatcher.backlog
+            depth.add_metric([name], backlog.depth)
+            oldest = backlog.oldest_created
+            age.add_metric([name], 0.0 if oldest is None else max(0.0, now - oldest))
         yield outcomes
+        yield depth
+        yield age
 
     def _publishes(self) -> Iterable[Metric]:
         stats = self.publishes

@@ -139,6 +139,7 @@ class MockPushService:
         self._devices: dict[str, PushDevice] = {}
         self._scripts: dict[str, deque[Status]] = {}
         self._holding = False
+        self._holding_for: set[str] = set()
         self._changed: asyncio.Condition | None = None
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -182,6 +183,10 @@ class MockPushService:
     def hold(self, on: bool) -> None:
         """While on, correct pushes are read and never answered (they go to `held`)."""
         self._holding = on
+
+    def hold_for(self, device: PushDevice) -> None:
+        """Correct pushes to this device alone are read and never answered (held)."""
+        self._holding_for.add(_path(device.endpoint))
 
     def expect_vapid_key(self, public_b64: str | None) -> None:
         """Answer 403 to a push signed by any other VAPID key (None: accept any key)."""
@@ -263,7 +268,7 @@ class MockPushService:
             if device is not None and head.method == b"POST":
                 self.attempts.append((device, refusal.status))
             return refusal.status, {}, json.dumps({"error": refusal.reason}).encode()
-        if self._holding:
+        if self._holding or path in self._holding_for:
             self.held.append(push)
             await self._notify()
             await asyncio.Future()  # never answered; cancelled when the service closes

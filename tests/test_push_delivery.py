@@ -258,11 +258,6 @@ async def test_other_4xx_drops_that_push_but_keeps_the_subscription(
     await api.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="once in a fresh-clone run one push arrived twice after kill -9 and restart; "
-    "open in issue 12 until explained (passes on every other run)",
-)
 async def test_kill_9_mid_send_then_restart_sends_each_owed_push_exactly_once(
     service: MockPushService, started: list[ServerProcess], tmp_path: Path
 ) -> None:
@@ -272,16 +267,41 @@ async def test_kill_9_mid_send_then_restart_sends_each_owed_push_exactly_once(
     await api.register(user, device)
     before = [await api.unicast(user, f"before {i}") for i in range(3)]
     await service.wait_for(3)
+    # Sent means answered and recorded: a push the node had not yet recorded when killed is
+    # sent again (the duplicate window that Topic and the tag collapse), which is not this test.
+    await metric_shows(api, 'mercurio_channel_deliveries_total{channel="push",result="sent"} 3.0')
     service.hold(True)  # the push service takes the next requests and never answers
     held = [await api.unicast(user, f"held {i}") for i in range(4)]
-    await until(lambda: len(service.held) >= 1)
+    await service.wait_for_held(4)  # every one is on the push service's side: none in flight
     started[0].stop(signal.SIGKILL)
     await api.close()
     service.hold(False)
 
     api = await start(started, tmp_path, push_env())
     await service.wait_for(7, timeout=30)
+    await metric_shows(api, 'mercurio_channel_deliveries_total{channel="push",result="sent"} 4.0')
     assert sorted(pushed_ids(service, device)) == sorted(before + held)  # none twice, none lost
+    await api.close()
+
+
+async def test_a_push_service_that_never_answers_one_user_does_not_hold_back_the_others(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    stuck_user, other_user = new_client_id(), new_client_id()
+    stuck, other = service.device(), service.device()
+    await api.register(stuck_user, stuck)
+    await api.register(other_user, other)
+    service.hold_for(stuck)
+    await api.unicast(stuck_user, "never answered")
+    await service.wait_for_held(1)
+    sent = await api.unicast(other_user, "must not wait for the stuck one")
+    await service.wait_for(1, timeout=30)
+    assert pushed_ids(service, other) == [sent]
+    # Before, the loop waited for its whole batch: the other push went out only once the
+    # stuck request had timed out and been put back for a retry.
+    metrics = (await api.http.get("/metrics")).text
+    assert 'mercurio_channel_deliveries_total{channel="push",result="retried"} 0.0' in metrics
     await api.close()
 
 
@@ -318,9 +338,7 @@ async def test_endpoint_host_delisted_after_registration_is_not_pushed_to(
     second = new_client_id()
     await api.unicast(user, "to a host no longer allowed")
     await api.unicast(second, "fence")  # a user without subscriptions: nothing to send
-    await metric_shows(
-        api, 'mercurio_channel_deliveries_total{channel="push",result="dropped"} 1.0'
-    )
+    await metric_shows(api, 'mercurio_channel_deliveries_total{channel="push",result="failed"} 1.0')
     assert service.attempts == []  # re-checked at send: no request left the server
     await api.close()
 
@@ -341,3 +359,27 @@ async def test_endpoint_registered_again_by_another_user_stops_the_first_users_p
     assert pushed_ids(service) == [mine]
     assert [r.json()["clientID"] for r in service.received] == [second]
     await api.close()
+
+
+async def test_metrics_show_the_queue_depth_and_the_age_of_the_oldest_owed_push(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env(MERCURIO_PUSH_DELAY="3600"))
+    user = new_client_id()
+    await api.register(user, service.device())
+    await metric_shows(api, 'mercurio_channel_queue_depth{channel="push"} 0.0')
+    for i in range(2):
+        await api.unicast(user, f"owed {i}")
+    await metric_shows(api, 'mercurio_channel_queue_depth{channel="push"} 2.0')
+    age = metric_value(
+        (await api.http.get("/metrics")).text, "mercurio_channel_oldest_owed_seconds"
+    )
+    assert 0 < age < 3600  # owed since the first publish, not yet due
+    assert service.received == []
+    await api.close()
+
+
+def metric_value(text: str, name: str, channel: str = "push") -> float:
+    prefix = f'{name}{{channel="{channel}"}} '
+    (line,) = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(line.removeprefix(prefix))

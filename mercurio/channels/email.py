@@ -113,7 +113,7 @@ class EmailChannel:
         except SendError as exc:
             if exc.failure is Failure.PERMANENT:
                 log.warning("email.rejected", client=client_id, reason=exc.reason)
-                return Outcome(Result.DROPPED, exc.reason)
+                return Outcome(Result.FAILED, exc.reason)
             log.info("email.not_sent", client=client_id, reason=exc.reason)
             return Outcome(Result.RETRY, exc.reason)
         log.info("email.sent", client=client_id, notifications=len(owed))

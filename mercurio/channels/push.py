@@ -120,12 +120,12 @@ class PushChannel:
             return Outcome(Result.DROPPED, "muted")
         left = int(note.created_at.timestamp() + PUSH_TTL - time.time())
         if left <= 0:
-            return Outcome(Result.DROPPED, "expired")
+            return Outcome(Result.FAILED, "expired")
         try:
             self.policy.check(subscription.endpoint)  # the allow-list may have changed since
         except EndpointRefused as exc:
             log.warning("push.refused_endpoint", subscription=subscription.id, reason=str(exc))
-            return Outcome(Result.DROPPED, "endpoint_refused")
+            return Outcome(Result.FAILED, "endpoint_refused")
         try:
             answer = await self.sender.send(
                 subscription.info(),
@@ -144,8 +144,8 @@ class PushChannel:
         if status in (404, 410):  # the browser unsubscribed, or the push service forgot it
             await self.subscriptions.remove(subscription)
             log.info("push.pruned", subscription=subscription, status=status)
-            return Outcome(Result.DROPPED, "gone")
+            return Outcome(Result.PRUNED, "gone")
         if status == 429 or status >= 500:
             return Outcome(Result.RETRY, f"status_{status}", retry_after)
         log.warning("push.rejected", subscription=subscription, status=status)
-        return Outcome(Result.DROPPED, f"status_{status}")
+        return Outcome(Result.FAILED, f"status_{status}")

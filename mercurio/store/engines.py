@@ -44,7 +44,7 @@ class Engines:
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        reader = create_async_engine(url, pool_size=8, max_overflow=8)
+        reader = create_async_engine(url, pool_size=24, max_overflow=8)
         writer = create_async_engine(url, pool_size=4, max_overflow=4)
         _sqlite_pragmas(reader, immediate=False)
         _sqlite_pragmas(writer, immediate=True)

@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mercurio.schema import deliveries
+from mercurio.model import utc
+from mercurio.schema import deliveries, notifications
 from mercurio.store.engines import EngineSource
 
 d = deliveries
@@ -40,6 +41,13 @@ async def enqueue(conn: AsyncConnection, channel: str, rows: Sequence[dict[str, 
     """Add owed deliveries (client_id, notification_id, subscription_id?, due_at) in conn."""
     if rows:
         await conn.execute(d.insert(), [{"channel": channel, **row} for row in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    depth: int
+    oldest_created: float | None
+    """Epoch seconds: when the oldest owed notification was published (None: nothing owed)."""
 
 
 class Outbox:
@@ -129,11 +137,17 @@ class Outbox:
             )
         return int(result.rowcount or 0)
 
-    async def pending(self) -> int:
-        """How many deliveries this channel still owes (all nodes)."""
+    async def backlog(self) -> Backlog:
+        """How many deliveries this channel owes (all nodes), and since when the oldest."""
+        n = notifications
+        query = (
+            sa.select(sa.func.count(), sa.func.min(n.c.created_at))
+            .select_from(d.outerjoin(n, n.c.id == d.c.notification_id))
+            .where(d.c.channel == self.channel)
+        )
         async with self._engines.read_engine().connect() as conn:
-            query = sa.select(sa.func.count()).where(d.c.channel == self.channel)
-            return int((await conn.execute(query)).scalar_one())
+            depth, oldest = (await conn.execute(query)).one()
+        return Backlog(int(depth), utc(oldest).timestamp() if oldest is not None else None)
 
 
 def _skip_locked(conn: AsyncConnection, query: sa.Select[Any]) -> sa.Select[Any]:
