@@ -257,10 +257,12 @@ async def test_category_filter_and_muted_categories(api: httpx.AsyncClient) -> N
         assert int((await filtered.next_message()).id) == shown
     listed = (
         await api.get(
-            f"/api/clients/{client}/notifications", params={"category": "mention"}, headers=me
+            f"/api/clients/{client}/notifications",
+            params={"category": "mention", "muted": "include"},
+            headers=me,
         )
     ).json()
-    assert [n["notificationID"] for n in listed["notifications"]] == [hidden]
+    assert [n["notificationID"] for n in listed["notifications"]] == [hidden]  # stored
     payload = (await api.get(f"/api/clients/{client}/notifications/{shown}", headers=me)).json()
     assert payload["category"] == "comment"
 

@@ -65,8 +65,10 @@ async def list_notifications(
     limit: str | None = None,
     before: str | None = None,
     category: str | None = None,
+    muted: str | None = None,
 ) -> JSONBytes:
-    """The client's notifications, newest first, with paging."""
+    """The client's notifications, newest first, with paging; muted categories are left out
+    (of the list and the unread count) unless muted=include."""
     if status not in ("all", "read", "unread"):
         raise ApiError(400, "invalid status: use all, read or unread")
     page = await node.store.page(
@@ -75,6 +77,7 @@ async def list_notifications(
         limit=_limit(limit),
         before=parse_notification_id(before) if before is not None else None,
         category=check_category(category) if category is not None else None,
+        with_muted=_with_muted(muted),
     )
     return _json(
         {
@@ -86,10 +89,21 @@ async def list_notifications(
     )
 
 
+def _with_muted(raw: str | None) -> bool:
+    if raw is None or raw == "exclude":
+        return False
+    if raw == "include":
+        return True
+    raise ApiError(400, "invalid muted: use include or exclude")
+
+
 @router.get("/notifications/unread-count")
-async def unread_count(clientID: OwnClient, node: NodeDep) -> dict[str, Any]:
-    """How many of the client's notifications are unread."""
-    return {"clientID": clientID, "unreadCount": await node.store.unread_count(clientID)}
+async def unread_count(
+    clientID: OwnClient, node: NodeDep, muted: str | None = None
+) -> dict[str, Any]:
+    """How many of the client's notifications are unread (muted ones only with muted=include)."""
+    count = await node.store.unread_count(clientID, with_muted=_with_muted(muted))
+    return {"clientID": clientID, "unreadCount": count}
 
 
 @router.put("/notifications/read")

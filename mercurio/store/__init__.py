@@ -138,17 +138,27 @@ class Store:
         limit: int = 50,
         before: int | None = None,
         category: str | None = None,
+        with_muted: bool = False,
     ) -> Page:
-        """A page of the client's notifications, newest first, and the unread count."""
+        """A page of the client's notifications, newest first, and the unread count; the
+        client's muted categories are in neither unless with_muted."""
         async with self._reader().connect() as conn:
+            hidden = frozenset() if with_muted else await state.muted_categories(conn, client_id)
             return await reads.page(
-                conn, client_id, status=status, limit=limit, before=before, category=category
+                conn,
+                client_id,
+                status=status,
+                limit=limit,
+                before=before,
+                category=category,
+                hidden=hidden,
             )
 
-    async def unread_count(self, client_id: str) -> int:
-        """How many of the client's notifications are unread."""
+    async def unread_count(self, client_id: str, *, with_muted: bool = False) -> int:
+        """How many of the client's notifications are unread (muted ones unless with_muted)."""
         async with self._reader().connect() as conn:
-            return await reads.unread_count(conn, client_id)
+            hidden = frozenset() if with_muted else await state.muted_categories(conn, client_id)
+            return await reads.unread_count(conn, client_id, hidden)
 
     async def get(self, client_id: str, notification_id: int) -> Notification | None:
         """One of the client's notifications, or None (also when it is someone else's)."""

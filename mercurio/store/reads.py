@@ -96,9 +96,11 @@ async def page(
     limit: int,
     before: int | None,
     category: str | None,
+    hidden: frozenset[str] = frozenset(),
 ) -> Page:
-    """A page of the client's notifications, newest first, and the unread count."""
-    query = visible(client_id)
+    """A page of the client's notifications, newest first, and the unread count; hidden
+    categories (the muted ones, unless asked for) are in neither."""
+    query = _without(visible(client_id), hidden)
     if status == "unread":
         query = unread(query)
     elif status == "read":
@@ -109,16 +111,23 @@ async def page(
         query = query.where(n.c.category == category)
     query = query.order_by(n.c.id.desc()).limit(limit + 1)
     rows = (await conn.execute(query)).all()
-    unread_now = await unread_count(conn, client_id)
+    unread_now = await unread_count(conn, client_id, hidden)
     items = [row_to_notification(row) for row in rows[:limit]]
     next_before = items[-1].id if len(rows) > limit else None
     return Page(items, unread_now, next_before)
 
 
-async def unread_count(conn: AsyncConnection, client_id: str) -> int:
-    """How many of the client's notifications are unread."""
-    count = sa.select(sa.func.count()).select_from(unread(visible(client_id)).subquery())
+async def unread_count(
+    conn: AsyncConnection, client_id: str, hidden: frozenset[str] = frozenset()
+) -> int:
+    """How many of the client's notifications are unread, hidden categories left out."""
+    query = unread(_without(visible(client_id), hidden))
+    count = sa.select(sa.func.count()).select_from(query.subquery())
     return int((await conn.execute(count)).scalar_one())
+
+
+def _without(query: sa.Select[Any], hidden: frozenset[str]) -> sa.Select[Any]:
+    return query.where(n.c.category.not_in(sorted(hidden))) if hidden else query
 
 
 async def get(conn: AsyncConnection, client_id: str, notification_id: int) -> Notification | None:
