@@ -23,7 +23,7 @@ from mercurio.limits import PublishBudget, RateLimiter
 from mercurio.metrics import Metrics
 from mercurio.model import NewNotification, Notification
 from mercurio.stats import PublishStats
-from mercurio.store import Store
+from mercurio.store import PreferenceChanges, Preferences, Store
 from mercurio.stream import CloseReason
 
 log = structlog.get_logger("mercurio.node")
@@ -95,10 +95,12 @@ class Node:
         self.fanout.read_state(client_id, sse.named("read-state", payload))
         return payload
 
-    async def set_muted(self, client_id: str, muted: list[str]) -> frozenset[str]:
-        """Store the client's muted categories and apply them to its open streams."""
-        chosen = await self.store.set_muted_categories(client_id, muted)
-        self.fanout.muted(client_id, chosen)
+    async def update_preferences(self, client_id: str, change: PreferenceChanges) -> Preferences:
+        """Store the client's preferences and apply its muted categories to its open streams
+        when they changed."""
+        chosen = await self.store.update_preferences(client_id, change)
+        if change.muted is not None:
+            self.fanout.muted(client_id, chosen.muted)
         return chosen
 
 

@@ -44,6 +44,10 @@ preferences = sa.Table(
     metadata,
     sa.Column("client_id", sa.String(128), primary_key=True),
     sa.Column("muted_categories", sa.Text(), nullable=False),
+    # Per channel (migration 0005): push turned off, categories muted for push or e-mail only.
+    sa.Column("push_off", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("push_muted", sa.Text(), nullable=False, server_default="[]"),
+    sa.Column("email_muted", sa.Text(), nullable=False, server_default="[]"),
 )
 
 stream_tickets = sa.Table(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter
@@ -18,6 +18,7 @@ from mercurio.api.deps import (
 )
 from mercurio.api.errors import ApiError
 from mercurio.model import Notification, rfc3339
+from mercurio.store import PreferenceChanges, Preferences
 
 router = APIRouter(prefix="/api/clients/{clientID}", tags=["notifications"])
 
@@ -163,28 +164,110 @@ async def delete_notification(
     return {"status": "deleted"}
 
 
-class PreferencesIn(BaseModel):
+MAX_MUTED = 100
+Categories = Annotated[list[str], Field(max_length=MAX_MUTED)]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # A field left out keeps what is stored: its placeholder default is no value to document.
+    schema.pop("default", None)
+
+
+UNCHANGED: dict[str, Any] = {"json_schema_extra": _no_default}
+"""Field options of a field that may be left out (which were given: model_fields_set)."""
+
+
+class ChannelIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    mutedCategories: list[str] = Field(max_length=100)
+    enabled: bool = Field(True, **UNCHANGED)
+    mutedCategories: Categories = Field(default_factory=list, **UNCHANGED)
+
+
+class ChannelsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    push: ChannelIn = Field(default_factory=ChannelIn, **UNCHANGED)
+    email: ChannelIn = Field(default_factory=ChannelIn, **UNCHANGED)
+
+
+class PreferencesIn(BaseModel):
+    """Fields left out keep the stored value, those given replace it (null is refused)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mutedCategories: Categories = Field(default_factory=list, **UNCHANGED)
+    channels: ChannelsIn = Field(default_factory=ChannelsIn, **UNCHANGED)
+
+
+def preferences_json(client_id: str, chosen: Preferences) -> dict[str, Any]:
+    return {
+        "clientID": client_id,
+        "mutedCategories": sorted(chosen.muted),
+        "channels": {
+            "push": {"enabled": not chosen.push_off, "mutedCategories": sorted(chosen.push_muted)},
+            "email": {
+                "enabled": not chosen.email_off,
+                "mutedCategories": sorted(chosen.email_muted),
+            },
+        },
+    }
+
+
+def _given(model: BaseModel, field: str) -> Any:
+    """The field's value when the body has it, else None."""
+    return getattr(model, field) if field in model.model_fields_set else None
+
+
+def _categories(model: BaseModel, where: str) -> frozenset[str] | None:
+    values: list[str] | None = _given(model, "mutedCategories")
+    if values is None:
+        return None
+    for value in values:
+        try:
+            check_category(value, f"{where}mutedCategories item")
+        except ApiError as exc:
+            raise ApiError(422, exc.message) from None  # a bad body, like pydantic's refusals
+    return frozenset(values)
+
+
+def _off(channel: ChannelIn) -> bool | None:
+    enabled: bool | None = _given(channel, "enabled")
+    return None if enabled is None else not enabled
+
+
+def preference_changes(body: PreferencesIn) -> PreferenceChanges:
+    """What the body changes, checked; 422 when it is nothing or has a bad category."""
+    push, email = body.channels.push, body.channels.email
+    change = PreferenceChanges(
+        muted=_categories(body, ""),
+        push_off=_off(push),
+        push_muted=_categories(push, "channels.push."),
+        email_off=_off(email),
+        email_muted=_categories(email, "channels.email."),
+    )
+    if change == PreferenceChanges():
+        raise ApiError(
+            422, "nothing to change: give mutedCategories, or channels.push or channels.email"
+        )
+    return change
 
 
 @router.get("/preferences")
 async def get_preferences(clientID: OwnClient, node: NodeDep) -> dict[str, Any]:
-    """The client's muted categories."""
-    muted = await node.store.muted_categories(clientID)
-    return {"clientID": clientID, "mutedCategories": sorted(muted)}
+    """The client's muted categories (everywhere), and per channel: on or off, and muted."""
+    return preferences_json(clientID, await node.store.preferences(clientID))
 
 
 @router.put("/preferences")
 async def put_preferences(
     clientID: OwnClient, body: PreferencesIn, node: NodeDep
 ) -> dict[str, Any]:
-    """Replace the client's muted categories: muted ones are stored but not pushed live."""
-    for category in body.mutedCategories:
-        check_category(category, "mutedCategories item")
-    muted = await node.set_muted(clientID, body.mutedCategories)
-    return {"clientID": clientID, "mutedCategories": sorted(muted)}
+    """Replace the preferences the body gives, keep the others. Categories muted everywhere
+    are stored but not pushed live, nor by Web Push, nor e-mailed; a channel's own muted
+    categories and its switch apply to that channel alone."""
+    chosen = await node.update_preferences(clientID, preference_changes(body))
+    return preferences_json(clientID, chosen)
 
 
 @router.post("/stream-tickets")

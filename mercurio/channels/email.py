@@ -120,13 +120,14 @@ class EmailChannel:
         return SENT
 
     async def owed(self, client_id: str, ids: list[int]) -> list[Notification]:
-        """The notifications among ids the client can still see, has not read nor muted;
-        newest first."""
+        """The notifications among ids the client can still see, has not read nor muted
+        (everywhere or for e-mail); newest first."""
         n = notifications
         query = unread(visible(client_id)).where(n.c.id.in_(sorted(set(ids))))
         async with self.store.read_engine().connect() as conn:
             rows = (await conn.execute(query.order_by(n.c.id.desc()))).all()
-        muted = await self.store.muted_categories(client_id)
+        chosen = await self.store.preferences(client_id)
+        muted = chosen.muted | chosen.email_muted  # muted everywhere, or for e-mail
         notes = [row_to_notification(row) for row in rows]
         return [note for note in notes if still_owed(note, muted)]
 

@@ -2,8 +2,8 @@
 
 PushEnqueuer (a durable consumer) writes the owed pushes, due MERCURIO_PUSH_DELAY seconds
 after the notification was made. PushChannel sends one when it is due, if the recipient has
-still not read it, deleted it or muted its category (escalation: a push only for what the
-open tabs did not already settle).
+still not read it, deleted it, turned push off or muted its category (everywhere or for push;
+escalation: a push only for what the open tabs did not already settle).
 """
 
 from __future__ import annotations
@@ -116,7 +116,11 @@ class PushChannel:
         note = await self.store.get(delivery.client_id, delivery.notification_id)
         if note is None or note.read_at is not None:
             return Outcome(Result.DROPPED, "settled")  # deleted or read in the meantime
-        if note.category in await self.store.muted_categories(delivery.client_id):
+        # Read when the push is due, not when it was owed: a change made during the delay counts.
+        chosen = await self.store.preferences(delivery.client_id)
+        if chosen.push_off:
+            return Outcome(Result.DROPPED, "push_off")
+        if note.category in chosen.muted or note.category in chosen.push_muted:
             return Outcome(Result.DROPPED, "muted")
         left = int(note.created_at.timestamp() + PUSH_TTL - time.time())
         if left <= 0:

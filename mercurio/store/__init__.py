@@ -7,6 +7,7 @@ engines.py opens the engines and migrates them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 
@@ -17,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mercurio.errors import StoreUnavailable
 from mercurio.model import NewNotification, Notification
-from mercurio.store import reads, state
+from mercurio.store import contacts, reads, state
 from mercurio.store.engines import Engines, check_reachable, migrate, upgrade_database
 from mercurio.store.postgres_writes import PUBLISH_LOCK_KEY
 from mercurio.store.reads import Page, Replay, Status
+from mercurio.store.state import PreferenceChanges, Preferences
 from mercurio.store.writer import MAX_BATCH_ITEMS, GroupCommitWriter, OnCommit
 from mercurio.urls import database_url
 
@@ -34,6 +36,8 @@ __all__ = [
     "GroupCommitWriter",
     "OnCommit",
     "Page",
+    "PreferenceChanges",
+    "Preferences",
     "Replay",
     "Status",
     "Store",
@@ -279,6 +283,26 @@ class Store:
         """Replace the categories this client muted."""
         async with self.write_engine().begin() as conn:
             return await state.set_muted_categories(conn, client_id, muted)
+
+    async def preferences(self, client_id: str) -> Preferences:
+        """Everything the client chose: muted categories, per channel too, push and e-mail."""
+        async with self._reader().connect() as conn:
+            chosen = await state.read_preferences(conn, client_id)
+            on = await contacts.email_enabled(conn, client_id)
+        return dataclasses.replace(chosen, email_off=not on)
+
+    async def update_preferences(self, client_id: str, change: PreferenceChanges) -> Preferences:
+        """Apply change in one transaction; what is stored now.
+
+        E-mail on/off is the contacts row's email_off, the same switch the one-click
+        unsubscribe turns off.
+        """
+        async with self.write_engine().begin() as conn:
+            if change.email_off is not None:
+                await contacts.set_email_enabled(conn, client_id, not change.email_off)
+            chosen = await state.update_preferences(conn, client_id, change)
+            on = await contacts.email_enabled(conn, client_id)
+        return dataclasses.replace(chosen, email_off=not on)
 
     async def consume_ticket(self, ticket_id: str, expires_at: float) -> bool:
         """Record a stream ticket as used; False when it already was (single use)."""

@@ -84,17 +84,16 @@ class Contacts:
 
     async def turn_off(self, client_id: str) -> Contact:
         """The one-click unsubscribe: no more digests, whatever address comes later."""
-        now = datetime.now(UTC)
+        contact = await self.set_enabled(client_id, False)
+        assert contact is not None  # turning off always leaves a row
+        return contact
+
+    async def set_enabled(self, client_id: str, enabled: bool) -> Contact | None:
+        """Turn digests on or off (see set_email_enabled); the row, None when there is none."""
         async with self._engines.write_engine().begin() as conn:
-            statement = insert_for(conn)(c).values(
-                client_id=client_id, email=None, source=TOKEN, email_off=True, updated_at=now
-            )
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[c.c.client_id], set_={"email_off": True, "updated_at": now}
-                )
-            )
-            return await _read(conn, client_id)
+            await set_email_enabled(conn, client_id, enabled)
+            row = (await conn.execute(sa.select(c).where(c.c.client_id == client_id))).first()
+        return _row(row) if row is not None else None
 
     async def note_token_email(self, client_id: str, email: str) -> None:
         """Record a token's email claim the first time this process sees it for this client,
@@ -138,6 +137,35 @@ class Contacts:
 
 async def _read(conn: AsyncConnection, client_id: str) -> Contact:
     return _row((await conn.execute(sa.select(c).where(c.c.client_id == client_id))).one())
+
+
+async def set_email_enabled(conn: AsyncConnection, client_id: str, enabled: bool) -> None:
+    """Turn the client's digests on or off, keeping its address.
+
+    Off without a row makes one without an address (source "token", so a token's claim may
+    still fill it in): the choice holds for whatever address comes later. On without a row
+    changes nothing: digests are on by default, and no address is made up.
+    """
+    now = datetime.now(UTC)
+    if enabled:
+        await conn.execute(
+            c.update().where(c.c.client_id == client_id).values(email_off=False, updated_at=now)
+        )
+        return
+    statement = insert_for(conn)(c).values(
+        client_id=client_id, email=None, source=TOKEN, email_off=True, updated_at=now
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[c.c.client_id], set_={"email_off": True, "updated_at": now}
+        )
+    )
+
+
+async def email_enabled(conn: AsyncConnection, client_id: str) -> bool:
+    """Whether the client left digests on (true without a row)."""
+    query = sa.select(c.c.email_off).where(c.c.client_id == client_id)
+    return not (await conn.execute(query)).scalar()
 
 
 async def reachable(conn: AsyncConnection, client_ids: set[str], everyone: bool) -> Sequence[str]:

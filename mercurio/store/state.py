@@ -1,4 +1,4 @@
-"""Each client's own state: read and deleted marks, muted categories, used stream tickets.
+"""Each client's own state: read and deleted marks, preferences, used stream tickets.
 
 Every function here runs inside a transaction the caller opened on the write engine (reads of
 preferences excepted); these are the small writes outside the group commit.
@@ -98,21 +98,95 @@ async def delete(conn: AsyncConnection, client_id: str, notification_id: int) ->
     return True
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Preferences:
+    """A client's stored preferences; a client without a row has these defaults."""
+
+    muted: frozenset[str] = frozenset()
+    """Muted on every channel (the stream, push and e-mail)."""
+    push_off: bool = False
+    push_muted: frozenset[str] = frozenset()
+    email_off: bool = False
+    """Kept in the contacts table (Store.preferences fills it in)."""
+    email_muted: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreferenceChanges:
+    """What a client changes in its preferences: None keeps the stored value."""
+
+    muted: Iterable[str] | None = None
+    push_off: bool | None = None
+    push_muted: Iterable[str] | None = None
+    email_off: bool | None = None
+    email_muted: Iterable[str] | None = None
+
+
+DEFAULT_ROW: dict[str, Any] = {
+    "muted_categories": "[]",
+    "push_off": False,
+    "push_muted": "[]",
+    "email_muted": "[]",
+}
+
+
+def _categories(value: str | None) -> frozenset[str]:
+    return frozenset(orjson.loads(value)) if value else frozenset()
+
+
+def _encoded(categories: Iterable[str]) -> str:
+    return orjson.dumps(sorted(set(categories))).decode()
+
+
 async def muted_categories(conn: AsyncConnection, client_id: str) -> frozenset[str]:
     """The categories this client muted."""
     query = sa.select(preferences.c.muted_categories).where(preferences.c.client_id == client_id)
-    value = (await conn.execute(query)).scalar()
-    return frozenset(orjson.loads(value)) if value else frozenset()
+    return _categories((await conn.execute(query)).scalar())
+
+
+async def read_preferences(conn: AsyncConnection, client_id: str) -> Preferences:
+    """Everything this client chose, or the defaults."""
+    p = preferences.c
+    query = sa.select(p.muted_categories, p.push_off, p.push_muted, p.email_muted)
+    row = (await conn.execute(query.where(p.client_id == client_id))).first()
+    if row is None:
+        return Preferences()
+    return Preferences(
+        _categories(row.muted_categories),
+        bool(row.push_off),
+        _categories(row.push_muted),
+        email_muted=_categories(row.email_muted),
+    )
 
 
 async def set_muted_categories(
     conn: AsyncConnection, client_id: str, muted: Iterable[str]
 ) -> frozenset[str]:
     """Replace the categories this client muted."""
-    chosen = frozenset(muted)
-    values = {"client_id": client_id, "muted_categories": orjson.dumps(sorted(chosen)).decode()}
-    await _upsert(conn, preferences, values, keys=["client_id"])
-    return chosen
+    return (await update_preferences(conn, client_id, PreferenceChanges(muted=muted))).muted
+
+
+async def update_preferences(
+    conn: AsyncConnection, client_id: str, change: PreferenceChanges
+) -> Preferences:
+    """Replace the preferences of this table given in change (email_off lives in contacts)."""
+    values: dict[str, Any] = {}
+    if change.muted is not None:
+        values["muted_categories"] = _encoded(change.muted)
+    if change.push_off is not None:
+        values["push_off"] = change.push_off
+    if change.push_muted is not None:
+        values["push_muted"] = _encoded(change.push_muted)
+    if change.email_muted is not None:
+        values["email_muted"] = _encoded(change.email_muted)
+    if values:
+        # A new row starts from the defaults; an existing one changes only what was given.
+        first = {**DEFAULT_ROW, **values}
+        statement = insert_for(conn)(preferences).values(client_id=client_id, **first)
+        await conn.execute(
+            statement.on_conflict_do_update(index_elements=["client_id"], set_=values)
+        )
+    return await read_preferences(conn, client_id)
 
 
 async def record_ticket(conn: AsyncConnection, ticket_id: str, expires_at: float) -> None:

@@ -142,8 +142,10 @@ export class ClientApi extends Api {
   }
   remove(id) { return this.request('DELETE', `${this.base}/notifications/${id}`); }
   preferences() { return this.request('GET', `${this.base}/preferences`); }
-  setPreferences(mutedCategories) {
-    return this.request('PUT', `${this.base}/preferences`, { mutedCategories });
+  /** A change in the GET's shape (fields left out stay); an array is the muted categories. */
+  setPreferences(change) {
+    const body = Array.isArray(change) ? { mutedCategories: change } : change;
+    return this.request('PUT', `${this.base}/preferences`, body);
   }
   vapidPublicKey() { return this.request('GET', '/api/push/vapid-public-key'); }
   pushSubscriptions() { return this.request('GET', `${this.base}/push-subscriptions`); }

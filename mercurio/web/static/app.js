@@ -12,8 +12,9 @@
 // The modules, each with one job:
 //   dom.js (the page's elements), state.js (the model), format.js (data → text),
 //   banner.js (error banner, announcements), header.js (connection indicator, unread badge),
-//   list.js (rendering the list), categories.js (category filter and mute switches),
-//   prefs.js (muted categories), loading.js (loading, with backoff), events.js (stream events),
+//   list.js (rendering the list), categories.js (category filter and mute table),
+//   prefs.js (preferences: mutes, per channel too, and the channel switches),
+//   loading.js (loading, with backoff), events.js (stream events),
 //   actions.js (read/unread/delete, the item menu), streaming.js (the stream shared by tabs),
 //   identity.js (who am I), publisher.js (the publisher console), push.js (the "Enable desktop
 //   notifications" control: Web Push subscription), desktop.js (the desktop notifications

@@ -20,6 +20,7 @@ export const ui = {
   categoryFilter: $('#category-filter'),
   muteMenu: $('#mute-menu'),
   muteList: $('#mute-list'),
+  channelSwitches: [...document.querySelectorAll('input[data-channel]')],
   muteAdd: $('#mute-add'),
   muteAddInput: $('#mute-add-input'),
   muteError: $('#mute-error'),

@@ -1,5 +1,6 @@
-// The inbox's model: the notifications shown, the ones ever seen, the stream cursor, the filter
-// and the known and muted categories; plus the session's live parts once boot() has made them.
+// The inbox's model: the notifications shown, the ones ever seen, the stream cursor, the filter,
+// the known and muted categories and the channels' preferences; plus the session's live parts
+// once boot() has made them.
 
 export const state = {
   user: null,
@@ -11,7 +12,11 @@ export const state = {
   filter: { status: 'all', category: '' },
   nextBefore: null,
   categories: new Set(['general']),
-  muted: new Set(),
+  muted: new Set(),        // muted everywhere
+  channels: {              // per channel: on or off, and its own muted categories
+    push: { enabled: true, muted: new Set() },
+    email: { enabled: true, muted: new Set() },
+  },
   conn: 'offline',
   isLeader: false,
   loading: null,           // {arrived: []} while the list is being (re)loaded
