@@ -27,6 +27,9 @@ class NewNotification:
     check_duplicate: bool = True
     publisher_id: str = ""
     """Who published it: event ids are idempotency keys per publisher, not global."""
+    expires_at: datetime | None = None
+    """After this it is not listed, counted, replayed or sent (None: never). A retry of the
+    same event is the same publish even though its ttl now ends later: not in same_content."""
 
     def same_content(self, source_id: str, category: str, data_json: str) -> bool:
         """Whether a stored row with these fields is this very publish (a retry)."""
@@ -45,6 +48,7 @@ class Notification:
     data_json: str
     created_at: datetime
     read_at: datetime | None = None
+    expires_at: datetime | None = None
 
     @property
     def is_announcement(self) -> bool:

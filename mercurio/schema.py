@@ -21,6 +21,7 @@ notifications = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     # Event ids are idempotency keys of one publisher: another publisher's same id is its own.
     sa.Column("publisher_id", sa.String(128), nullable=False, server_default=""),
     sa.UniqueConstraint(

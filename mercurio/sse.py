@@ -46,17 +46,18 @@ class NotificationFrame:
         self.id = note.id
         self.category = note.category
         marker = "\x00client\x00"
-        body = orjson.dumps(
-            {
-                "notificationID": note.id,
-                "eventID": note.event_id,
-                "sourceID": note.source_id,
-                "clientID": marker,
-                "data": orjson.Fragment(note.data_json),
-                "category": note.category,
-                "createdAt": rfc3339(note.created_at),
-            }
-        )
+        fields = {
+            "notificationID": note.id,
+            "eventID": note.event_id,
+            "sourceID": note.source_id,
+            "clientID": marker,
+            "data": orjson.Fragment(note.data_json),
+            "category": note.category,
+            "createdAt": rfc3339(note.created_at),
+        }
+        if note.expires_at is not None:
+            fields["expiresAt"] = rfc3339(note.expires_at)
+        body = orjson.dumps(fields)
         head, _, tail = body.partition(orjson.dumps(marker))
         self.head = b"id: %d\ndata: %s" % (note.id, head)
         self.tail = tail + b"\n\n"

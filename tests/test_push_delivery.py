@@ -383,3 +383,22 @@ def metric_value(text: str, name: str, channel: str = "push") -> float:
     prefix = f'{name}{{channel="{channel}"}} '
     (line,) = [line for line in text.splitlines() if line.startswith(prefix)]
     return float(line.removeprefix(prefix))
+
+
+async def test_a_notification_that_expires_before_the_delay_runs_out_is_not_pushed(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env(MERCURIO_PUSH_DELAY="2"))
+    user = new_client_id()
+    device = service.device()
+    await api.register(user, device)
+    body = {"sourceID": "tests", "destinationID": user, "data": "brief", "ttl": 1}
+    answer = await api.http.post("/api/events/unicast", json=body, headers=PUBLISHER)
+    assert answer.status_code == 200, answer.text
+    lasting = await api.unicast(user, "lasting")
+    await service.wait_for(1, timeout=30)
+    await metric_shows(
+        api, 'mercurio_channel_deliveries_total{channel="push",result="dropped"} 1.0'
+    )
+    assert pushed_ids(service, device) == [lasting]
+    await api.close()

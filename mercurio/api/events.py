@@ -6,11 +6,12 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Self
 
 import orjson
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from starlette.types import Send
 
 from mercurio.api.deps import NodeDep, Publisher
@@ -32,6 +33,7 @@ router = APIRouter(prefix="/api/events", tags=["publish"])
 
 SourceID = Annotated[str, Field(min_length=1, max_length=200)]
 NUL = "\x00"
+MAX_TTL = 10 * 366 * 24 * 3600  # ten years: past that, retention purges it anyway
 
 
 def check_json(value: JsonValue) -> None:
@@ -69,6 +71,31 @@ class _PublishIn(BaseModel):
     sourceID: SourceID
     data: JsonValue
     category: str = DEFAULT_CATEGORY
+    ttl: int | None = Field(default=None, ge=1, le=MAX_TTL, description="Seconds until it expires")
+    expiresAt: str | None = Field(
+        default=None, description="When it expires (RFC 3339 with an offset, in the future)"
+    )
+
+    @field_validator("expiresAt")
+    @classmethod
+    def _expires_at(cls, value: str | None) -> str | None:
+        if value is not None:
+            expiry_moment(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> Self:
+        if self.ttl is not None and self.expiresAt is not None:
+            raise ValueError("give ttl or expiresAt, not both")
+        return self
+
+    def expires_at(self, now: datetime) -> datetime | None:
+        """When what this publish stores expires, counted from now (None: never)."""
+        if self.ttl is not None:
+            return now + timedelta(seconds=self.ttl)
+        if self.expiresAt is not None:
+            return expiry_moment(self.expiresAt)
+        return None
 
     @field_validator("sourceID")
     @classmethod
@@ -94,6 +121,22 @@ class _PublishIn(BaseModel):
         if not CATEGORY_PATTERN.fullmatch(value):
             raise ValueError("must be a slug: 1-32 of a-z, 0-9, '-' or '_'")
         return value
+
+
+def expiry_moment(text: str) -> datetime:
+    """An RFC 3339 moment with its offset, between now and MAX_TTL from now, in UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("must be an RFC 3339 date-time, e.g. 2030-01-01T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry its offset (Z or +hh:mm)")
+    now = datetime.now(UTC)
+    if moment <= now:
+        raise ValueError("is in the past: the notification would never be seen")
+    if moment > now + timedelta(seconds=MAX_TTL):
+        raise ValueError("is more than ten years away")
+    return moment.astimezone(UTC)
 
 
 def _client(value: str) -> str:
@@ -158,6 +201,7 @@ def new_event_id() -> str:
 def items_for(body: _PublishIn, destinations: list[str], publisher: str) -> list[NewNotification]:
     event_id = body.id or new_event_id()
     data_json = _encode_data(body.data)
+    expires_at = body.expires_at(datetime.now(UTC))
     return [
         NewNotification(
             event_id,
@@ -167,6 +211,7 @@ def items_for(body: _PublishIn, destinations: list[str], publisher: str) -> list
             data_json,
             check_duplicate=body.id is not None,
             publisher_id=publisher,
+            expires_at=expires_at,
         )
         for destination in destinations
     ]

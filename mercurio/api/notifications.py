@@ -43,6 +43,8 @@ def notification_json(note: Notification) -> dict[str, Any]:
     }
     if note.read_at is not None:
         out["readAt"] = rfc3339(note.read_at)
+    if note.expires_at is not None:
+        out["expiresAt"] = rfc3339(note.expires_at)
     return out
 
 

@@ -133,8 +133,8 @@ class EmailChannel:
 
 
 def still_owed(note: Notification, muted: frozenset[str]) -> bool:
-    """Whether an unread, visible notification belongs in a digest (notifications do not
-    expire yet; when they do, this is where an expired one is left out)."""
+    """Whether an unread, visible notification belongs in a digest (an expired one is not
+    visible: the query left it out)."""
     return note.category not in muted
 
 

@@ -32,11 +32,11 @@ _EXISTING = (
 )
 _INSERT = (
     "INSERT INTO notifications"
-    " (event_id, source_id, client_id, category, data, created_at, publisher_id)"
-    " SELECT e, s, c, k, d, $2, p"
+    " (event_id, source_id, client_id, category, data, created_at, publisher_id, expires_at)"
+    " SELECT e, s, c, k, d, $2, p, x"
     " FROM ROWS FROM (json_to_recordset($1::json)"
-    " AS (e text, s text, c text, k text, d text, p text))"
-    " WITH ORDINALITY AS t(e, s, c, k, d, p, o) ORDER BY o"
+    " AS (e text, s text, c text, k text, d text, p text, x timestamptz))"
+    " WITH ORDINALITY AS t(e, s, c, k, d, p, x, o) ORDER BY o"
     " RETURNING id, client_id, publisher_id, event_id"
 )
 
@@ -77,6 +77,7 @@ async def _existing(driver: Any, items: list[NewNotification]) -> dict[Key, Noti
             row["data"],
             row["created_at"],
             row["read_at"],
+            row["expires_at"],
         )
     return found
 
@@ -94,6 +95,7 @@ async def _insert(driver: Any, items: list[NewNotification], now: datetime) -> l
                 "k": item.category,
                 "d": item.data_json,
                 "p": item.publisher_id,
+                "x": item.expires_at.isoformat() if item.expires_at is not None else None,
             }
             for item in items
         ]
@@ -111,6 +113,7 @@ async def _insert(driver: Any, items: list[NewNotification], now: datetime) -> l
             item.category,
             item.data_json,
             now,
+            expires_at=item.expires_at,
         )
         for item in items
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -57,11 +58,17 @@ def row_to_notification(row: sa.Row[Any]) -> Notification:
         data_json=row.data,
         created_at=utc(row.created_at),
         read_at=utc(read_at) if read_at is not None else None,
+        expires_at=utc(row.expires_at) if row.expires_at is not None else None,
     )
 
 
-def visible(client_id: str | sa.BindParameter[Any]) -> sa.Select[Any]:
-    """The client's notifications and announcements, with the client's own read state."""
+def visible(
+    client_id: str | sa.BindParameter[Any], now: datetime | sa.BindParameter[Any] | None = None
+) -> sa.Select[Any]:
+    """The client's notifications and announcements not expired at `now` (default: this
+    moment), with the client's own read state."""
+    if now is None:
+        now = datetime.now(UTC)
     joined = n.outerjoin(s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id))
     return (
         sa.select(
@@ -73,12 +80,14 @@ def visible(client_id: str | sa.BindParameter[Any]) -> sa.Select[Any]:
             n.c.data,
             n.c.created_at,
             sa.func.coalesce(n.c.read_at, s.c.read_at).label("read_at"),
+            n.c.expires_at,
         )
         .select_from(joined)
         .where(
             n.c.client_id.in_([client_id, ANNOUNCEMENT]),
             n.c.deleted_at.is_(None),
             s.c.deleted_at.is_(None),
+            sa.or_(n.c.expires_at.is_(None), n.c.expires_at > now),
         )
     )
 
@@ -167,7 +176,12 @@ async def missed_page(
     newest keep_newest ones (a replay that long starts after it): no second round trip.
     """
     query = _missed_statement(categories is not None, bool(muted), keep_newest is not None)
-    values: dict[str, Any] = {"client_id": client_id, "after_id": after_id, "size": size + 1}
+    values: dict[str, Any] = {
+        "client_id": client_id,
+        "after_id": after_id,
+        "size": size + 1,
+        "now": datetime.now(UTC),
+    }
     if categories is not None:
         values["categories"] = sorted(categories)
     if muted:
@@ -186,7 +200,9 @@ def _missed_statement(by_category: bool, muting: bool, keep_newest: bool) -> sa.
     running it, and a resume storm runs it for every page of every stream."""
 
     def missed() -> sa.Select[Any]:
-        query = visible(sa.bindparam("client_id")).where(n.c.id > sa.bindparam("after_id"))
+        query = visible(sa.bindparam("client_id"), sa.bindparam("now")).where(
+            n.c.id > sa.bindparam("after_id")
+        )
         if by_category:
             query = query.where(n.c.category.in_(sa.bindparam("categories", expanding=True)))
         if muting:

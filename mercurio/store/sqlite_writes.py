@@ -24,11 +24,11 @@ _as_stored = (
     sa.DateTime(timezone=True).dialect_impl(sqlite.dialect()).bind_processor(sqlite.dialect())
 )
 
-_COLUMNS = "id, event_id, source_id, client_id, category, data, created_at"
+_COLUMNS = "id, event_id, source_id, client_id, category, data, created_at, expires_at"
 _INSERT = (
     "INSERT INTO notifications"
-    " (id, event_id, source_id, client_id, category, data, created_at, publisher_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " (id, event_id, source_id, client_id, category, data, created_at, publisher_id, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -93,9 +93,16 @@ def _existing(conn: sqlite3.Connection, items: list[NewNotification]) -> dict[Ke
                 (event_id, publisher_id, *chunk),
             )
             for row in rows:
-                id_, event, source, client, category, data, created = row
+                id_, event, source, client, category, data, created, expires = row
                 note = Notification(
-                    id_, event, source, client, category, data, utc(datetime.fromisoformat(created))
+                    id_,
+                    event,
+                    source,
+                    client,
+                    category,
+                    data,
+                    _moment(created),
+                    expires_at=_moment(expires) if expires is not None else None,
                 )
                 found[(note.client_id, publisher_id, note.event_id)] = note
     return found
@@ -111,7 +118,7 @@ def _insert(
     # (which SQLite's executemany cannot give back). INTEGER PRIMARY KEY without AUTOINCREMENT
     # draws max(id) + 1 the same way.
     (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM notifications").fetchone()
-    stored_at = _as_stored(now) if _as_stored is not None else now
+    stored_at = _stored(now)
     first = top + 1
     conn.executemany(
         _INSERT,
@@ -125,6 +132,7 @@ def _insert(
                 item.data_json,
                 stored_at,
                 item.publisher_id,
+                _stored(item.expires_at) if item.expires_at is not None else None,
             )
             for offset, item in enumerate(items)
         ],
@@ -138,6 +146,15 @@ def _insert(
             item.category,
             item.data_json,
             now,
+            expires_at=item.expires_at,
         )
         for offset, item in enumerate(items)
     ]
+
+
+def _stored(moment: datetime) -> object:
+    return _as_stored(moment) if _as_stored is not None else moment
+
+
+def _moment(text: str) -> datetime:
+    return utc(datetime.fromisoformat(text))
