@@ -87,7 +87,7 @@ def create_app(node: Node, *, fast_unicast: bool = True) -> ASGIApp:
     rest = RelativeRedirects(build_rest_app(node))
     routed = OneAuthorization(StreamRouter(BodyLimit(rest, settings.max_body_bytes), node))
     publish = FastUnicast(routed, node) if fast_unicast else routed
-    return RequestContext(cors(settings, publish), settings.node_id)
+    return RequestContext(cors(settings, publish), settings.node_id, node.metrics.http)
 
 
 def cors(settings: Settings, app: ASGIApp) -> ASGIApp:

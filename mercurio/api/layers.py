@@ -24,6 +24,7 @@ from mercurio.api import stream
 from mercurio.api.errors import send_error
 from mercurio.api.events import UnicastIn, publish_unicast
 from mercurio.auth import AuthError, bearer_token, single_authorization
+from mercurio.metrics import HttpTally
 from mercurio.model import CLIENT_ID_PATTERN
 from mercurio.node import Node
 
@@ -63,12 +64,14 @@ class RequestContext:
     """Binds request and node ids into structlog's context, echoes X-Request-ID, logs the end.
 
     Only the route template is logged, never the raw path or query string: a query string may
-    carry a stream ticket (or a token that is about to be refused).
+    carry a stream ticket (or a token that is about to be refused). The answer is counted in
+    tally for /metrics by the same template.
     """
 
-    def __init__(self, app: ASGIApp, node_id: str) -> None:
+    def __init__(self, app: ASGIApp, node_id: str, tally: HttpTally | None = None) -> None:
         self.app = app
         self.node_id = node_id
+        self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,6 +98,8 @@ class RequestContext:
             raise
         finally:
             _log(scope, status, time.perf_counter() - started)
+            if self.tally is not None:
+                self.tally.record(scope["method"], route_of(scope), status)
             structlog.contextvars.reset_contextvars(**tokens)
 
 
