@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from mercurio.api import answers
 from mercurio.api.deps import (
     NodeDep,
     OwnClient,
@@ -57,7 +58,7 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-@router.get("/notifications")
+@router.get("/notifications", responses=answers.PAGE)
 async def list_notifications(
     clientID: OwnClient,
     node: NodeDep,
@@ -86,13 +87,13 @@ async def list_notifications(
     )
 
 
-@router.get("/notifications/unread-count")
+@router.get("/notifications/unread-count", responses=answers.UNREAD_COUNT)
 async def unread_count(clientID: OwnClient, node: NodeDep) -> dict[str, Any]:
     """How many of the client's notifications are unread."""
     return {"clientID": clientID, "unreadCount": await node.store.unread_count(clientID)}
 
 
-@router.put("/notifications/read")
+@router.put("/notifications/read", responses=answers.ALL_READ)
 async def mark_all_read(
     clientID: OwnClient,
     node: NodeDep,
@@ -105,7 +106,7 @@ async def mark_all_read(
     return {"status": "read", "updated": updated}
 
 
-@router.get("/notifications/{notificationID}")
+@router.get("/notifications/{notificationID}", responses=answers.ONE)
 async def get_notification(clientID: OwnClient, notificationID: str, node: NodeDep) -> JSONBytes:
     """One of the client's notifications."""
     note = await node.store.get(clientID, parse_notification_id(notificationID))
@@ -125,19 +126,19 @@ async def _set_read(node: Any, client_id: str, raw_id: str, read: bool) -> dict[
     return {"status": status}
 
 
-@router.put("/notifications/{notificationID}/read")
+@router.put("/notifications/{notificationID}/read", responses=answers.READ_STATE)
 async def mark_read(clientID: OwnClient, notificationID: str, node: NodeDep) -> dict[str, str]:
     """Mark one notification read."""
     return await _set_read(node, clientID, notificationID, True)
 
 
-@router.put("/notifications/{notificationID}/unread")
+@router.put("/notifications/{notificationID}/unread", responses=answers.READ_STATE)
 async def mark_unread(clientID: OwnClient, notificationID: str, node: NodeDep) -> dict[str, str]:
     """Mark one notification unread."""
     return await _set_read(node, clientID, notificationID, False)
 
 
-@router.delete("/notifications/{notificationID}")
+@router.delete("/notifications/{notificationID}", responses=answers.DELETED)
 async def delete_notification(
     clientID: OwnClient, notificationID: str, node: NodeDep
 ) -> dict[str, str]:
@@ -155,14 +156,14 @@ class PreferencesIn(BaseModel):
     mutedCategories: list[str] = Field(max_length=100)
 
 
-@router.get("/preferences")
+@router.get("/preferences", responses=answers.PREFERENCES)
 async def get_preferences(clientID: OwnClient, node: NodeDep) -> dict[str, Any]:
     """The client's muted categories."""
     muted = await node.store.muted_categories(clientID)
     return {"clientID": clientID, "mutedCategories": sorted(muted)}
 
 
-@router.put("/preferences")
+@router.put("/preferences", responses=answers.PREFERENCES)
 async def put_preferences(
     clientID: OwnClient, body: PreferencesIn, node: NodeDep
 ) -> dict[str, Any]:
@@ -173,7 +174,7 @@ async def put_preferences(
     return {"clientID": clientID, "mutedCategories": sorted(muted)}
 
 
-@router.post("/stream-tickets")
+@router.post("/stream-tickets", responses=answers.TICKET)
 async def stream_ticket(
     clientID: OwnClient, node: NodeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
