@@ -161,6 +161,8 @@ async def test_http_requests_and_refusals_are_counted_by_route_template(
     missing = f"/api/clients/{client_id}/notifications/999999999"
     assert (await api.get(missing, headers=bearer(client_id))).status_code == 404
     assert (await api.get("/no/such/route")).status_code == 404
+    assert (await api.get("/docs/assets/swagger-ui.css")).status_code == 200
+    assert (await api.get("/openapi.json")).status_code == 200
     after = await scrape(api)
 
     def delta(name: str, **labels: str) -> float:
@@ -173,6 +175,8 @@ async def test_http_requests_and_refusals_are_counted_by_route_template(
     assert delta(requests, method="POST", route="unmatched", status="413") == 1
     assert delta(requests, method="GET", route=one, status="404") == 1
     assert delta(requests, method="GET", route="unmatched", status="404") == 1
+    assert delta(requests, method="GET", route="/docs/assets/{path}", status="200") == 1
+    assert delta(requests, method="GET", route="/openapi.json", status="200") == 1
     # The scrape before this one was counted once it was answered.
     assert delta(requests, method="GET", route="/metrics", status="200") == 1
     refusals = "mercurio_http_refusals_total"

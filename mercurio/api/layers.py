@@ -34,6 +34,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._~:@/+=-]{1,128}")
 STREAM_ROUTE = "/api/clients/{clientID}/notifications/stream"
 UNICAST_ROUTE = "/api/events/unicast"
 STATIC_ROUTE = "/app/{path}"
+# Served by mounts and plain routes, which FastAPI leaves no template for in the scope.
+UNTEMPLATED = (("/app/", STATIC_ROUTE), ("/docs/assets/", "/docs/assets/{path}"))
 UNMATCHED = "unmatched"
 # Where a raw endpoint writes its route template; FastAPI's routes leave theirs in "route".
 ROUTE_TEMPLATE = "route_template"
@@ -111,7 +113,13 @@ def route_of(scope: Scope) -> str:
     matched = getattr(scope.get("route"), "path", None)  # set by FastAPI when it routed
     if isinstance(matched, str):
         return matched
-    return STATIC_ROUTE if scope["path"].startswith("/app/") else UNMATCHED
+    path: str = scope["path"]
+    if path == "/openapi.json":
+        return path
+    for prefix, template in UNTEMPLATED:
+        if path.startswith(prefix):
+            return template
+    return UNMATCHED
 
 
 def _log(scope: Scope, status: int, seconds: float) -> None:
