@@ -12,11 +12,41 @@ import typer
 from mercurio.config import Settings, load_settings
 from mercurio.errors import ConfigError
 
-app = typer.Typer(help="Mercurio: notifications over server-sent events.", no_args_is_help=True)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+# Plain help (no rich panels): typer's rich help prints every option's Python type, so a
+# flag read "--all <bool>"; here flags are bare and values show the metavars given below.
+PLAIN = None
+app = typer.Typer(
+    help="Mercurio: notifications over server-sent events.",
+    no_args_is_help=True,
+    rich_markup_mode=PLAIN,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(db_app, name="db")
-push_app = typer.Typer(help="Web Push.", no_args_is_help=True)
+push_app = typer.Typer(help="Web Push.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(push_app, name="push")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"mercurio {version('mercurio')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("mercurio (not installed: no version)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Mercurio: notifications over server-sent events."""
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -29,15 +59,24 @@ def _settings(**overrides: Any) -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (MERCURIO_HTTP_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (MERCURIO_HTTP_PORT)")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="ADDRESS", help="Bind address (MERCURIO_HTTP_HOST)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Port (MERCURIO_HTTP_PORT)")
+    ] = None,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
     ssl_certfile: Annotated[
         str | None,
-        typer.Option(help="Serve HTTPS with this PEM certificate (MERCURIO_SSL_CERTFILE)"),
+        typer.Option(
+            metavar="PEM", help="Serve HTTPS with this PEM certificate (MERCURIO_SSL_CERTFILE)"
+        ),
     ] = None,
     ssl_keyfile: Annotated[
-        str | None, typer.Option(help="The certificate's PEM private key (MERCURIO_SSL_KEYFILE)")
+        str | None,
+        typer.Option(
+            metavar="PEM", help="The certificate's PEM private key (MERCURIO_SSL_KEYFILE)"
+        ),
     ] = None,
 ) -> None:
     """Run the HTTP server."""
@@ -111,9 +150,11 @@ def _parse_ttl(text: str) -> float | None:
 
 @app.command()
 def token(
-    user: Annotated[str, typer.Option(help="The user id the token speaks for")],
+    user: Annotated[str, typer.Option(metavar="ID", help="The user id the token speaks for")],
     publisher: Annotated[bool, typer.Option(help="Grant the publisher role")] = False,
-    ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d, or 'never'")] = "1h",
+    ttl: Annotated[
+        str, typer.Option(metavar="DURATION", help="Lifetime: 30m, 1h, 7d, or 'never'")
+    ] = "1h",
 ) -> None:
     """Print a token signed with the configured key."""
     from mercurio.auth import Authenticator, AuthError
@@ -144,21 +185,42 @@ def db_upgrade() -> None:
     typer.echo(f"database at {redact_url(settings.db_conn)} is up to date")
 
 
-_URL_HELP = "The Mercurio server"
-_TOKEN_HELP = "Bearer token; minted from the configured key in development and test if absent"
+DEFAULT_URL = "http://127.0.0.1:8000"
+_URL = typer.Option(metavar="URL", help="The Mercurio server")
+_TOKEN = typer.Option(
+    envvar="MERCURIO_TOKEN",
+    metavar="JWT",
+    help="Bearer token; minted from the configured key in development and test if absent",
+)
+_CACERT = typer.Option(
+    envvar="MERCURIO_CACERT",
+    metavar="PEM",
+    help="Trust the CA certificates in this PEM file (a private CA) instead of the system's",
+)
 
 
 @app.command()
 def send(
-    data: Annotated[str, typer.Argument(help="What to send: text, or JSON with --json")],
-    to: Annotated[list[str] | None, typer.Option(help="Client id to notify (repeatable)")] = None,
+    data: Annotated[
+        str, typer.Argument(metavar="DATA", help="What to send: text, or JSON with --json")
+    ],
+    to: Annotated[
+        list[str] | None, typer.Option(metavar="ID", help="Client id to notify (repeatable)")
+    ] = None,
     everyone: Annotated[bool, typer.Option("--all", help="Announce to every user")] = False,
-    category: Annotated[str | None, typer.Option(help="Category slug (default general)")] = None,
+    category: Annotated[
+        str | None, typer.Option(metavar="SLUG", help="Category slug (default general)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="DATA is a JSON value")] = False,
-    source: Annotated[str | None, typer.Option(help="sourceID (default: the token's user)")] = None,
-    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: a UUID)")] = None,
-    url: Annotated[str, typer.Option(help=_URL_HELP)] = "http://127.0.0.1:8000",
-    token: Annotated[str | None, typer.Option(envvar="MERCURIO_TOKEN", help=_TOKEN_HELP)] = None,
+    source: Annotated[
+        str | None, typer.Option(metavar="ID", help="sourceID (default: the token's user)")
+    ] = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", metavar="ID", help="Event id (default: a UUID)")
+    ] = None,
+    url: Annotated[str, _URL] = DEFAULT_URL,
+    token: Annotated[str | None, _TOKEN] = None,
+    cacert: Annotated[str | None, _CACERT] = None,
 ) -> None:
     """Publish a notification to clients (--to), or to everyone (--all)."""
     from mercurio import terminal
@@ -174,28 +236,38 @@ def send(
             data=data,
             source=source,
             event_id=event_id,
+            ca_file=cacert,
         )
     )
 
 
 @app.command()
 def listen(
-    user: Annotated[str, typer.Option(help="The client id whose notifications to show")],
+    user: Annotated[
+        str, typer.Option(metavar="ID", help="The client id whose notifications to show")
+    ],
     category: Annotated[
-        list[str] | None, typer.Option(help="Only this category (repeatable)")
+        list[str] | None, typer.Option(metavar="SLUG", help="Only this category (repeatable)")
     ] = None,
     last_event_id: Annotated[
-        str | None, typer.Option(help="Also show what came after this notification id")
+        str | None,
+        typer.Option(metavar="ID", help="Also show what came after this notification id"),
     ] = None,
-    url: Annotated[str, typer.Option(help=_URL_HELP)] = "http://127.0.0.1:8000",
-    token: Annotated[str | None, typer.Option(envvar="MERCURIO_TOKEN", help=_TOKEN_HELP)] = None,
+    url: Annotated[str, _URL] = DEFAULT_URL,
+    token: Annotated[str | None, _TOKEN] = None,
+    cacert: Annotated[str | None, _CACERT] = None,
 ) -> None:
     """Print a client's notifications as they arrive, one line each, reconnecting."""
     from mercurio import terminal
 
     raise typer.Exit(
         terminal.listen(
-            url=url, user=user, token=token, categories=category, last_event_id=last_event_id
+            url=url,
+            user=user,
+            token=token,
+            categories=category,
+            last_event_id=last_event_id,
+            ca_file=cacert,
         )
     )
 

@@ -50,9 +50,11 @@ class Metrics:
         dispatchers: dict[str, Dispatcher] | None = None,
     ) -> None:
         self.publishes = publishes
+        self.http = HttpTally()
         self.registry = CollectorRegistry(auto_describe=False)
         collector = _NodeCollector(hub, store, fanout, publishes, dispatchers or {})
         self.registry.register(collector)
+        self.registry.register(_HttpCollector(self.http))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -204,6 +206,70 @@ class _NodeCollector(Collector):
             "Publish transactions committed (each may carry many publishes).",
             value=store.batches_committed,
         )
+
+
+# HTTP answers: counted by RequestContext once per request, turned into families at scrape time.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Why a request was refused, by status: the label operators alert on (a burst of
+# unauthenticated means expired tokens; rate_limited, a publisher over its budget).
+REFUSALS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class HttpTally:
+    """Answers by method, route template and status, as plain ints bumped per request."""
+
+    __slots__ = ("answers",)
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str, int], int] = {}
+
+    def record(self, method: str, route: str, status: int) -> None:
+        """Count one answer; status 0 is a client that left before it was answered."""
+        # A method is whatever the client sent: anything unusual is one label, not many.
+        key = (method if method in HTTP_METHODS else "OTHER", route, status)
+        self.answers[key] = self.answers.get(key, 0) + 1
+
+
+class _HttpCollector(Collector):
+    """The HTTP request and refusal counters."""
+
+    def __init__(self, tally: HttpTally) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "mercurio_http_requests",
+            "HTTP requests answered, by method, route template and status "
+            '(status "none": the client left before the answer).',
+            labels=["method", "route", "status"],
+        )
+        refusals = CounterMetricFamily(
+            "mercurio_http_refusals",
+            "HTTP requests refused (4xx, and 503 while the store is unavailable), by route "
+            "template and reason.",
+            labels=["route", "reason"],
+        )
+        refused: dict[tuple[str, str], int] = {}
+        for (method, route, status), count in list(self.tally.answers.items()):
+            requests.add_metric([method, route, str(status) if status else "none"], count)
+            if 400 <= status < 500 or status == 503:
+                key = (route, REFUSALS.get(status, f"status_{status}"))
+                refused[key] = refused.get(key, 0) + count
+        for (route, reason), count in refused.items():
+            refusals.add_metric([route, reason], count)
+        yield requests
+        yield refusals
 
 
 def histogram(tally: LatencyTally, name: str, documentation: str) -> HistogramMetricFamily:

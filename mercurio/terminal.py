@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import typer
@@ -19,7 +19,10 @@ from mercurio.client import (
     Reset,
     TokenExpired,
     TokenProvider,
+    trusting,
 )
+from mercurio.client.calls import token_subject
+from mercurio.client.transport import Verify
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 PUBLISHER_ID = "666"
@@ -38,6 +41,31 @@ class TerminalError(Exception):
 def _fail(message: str, code: int) -> int:
     typer.echo(f"mercurio: {message}", err=True)
     return code
+
+
+def _refused(exc: MercurioError) -> int:
+    """A refusal on stderr; a 401 said to be the token's fault, with where it came from."""
+    if exc.status == 401:
+        return _fail(f"bad token ({exc}); check --token or MERCURIO_TOKEN", 1)
+    return _fail(str(exc), 1)
+
+
+def verify_for(ca_file: str | None) -> Verify:
+    """What TLS trusts: the system's CAs, or only those in ca_file (--cacert)."""
+    if ca_file is None:
+        return True
+    try:
+        return trusting(ca_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise TerminalError(f"--cacert {ca_file}: cannot load CA certificates ({exc})") from None
+
+
+def check_token(token: str) -> None:
+    """Refuse a token that is not a JWT naming a user before sending it anywhere."""
+    if token_subject(token) is None:
+        raise TerminalError(
+            "bad token: not a JWT with a user_id (or sub) claim; check --token or MERCURIO_TOKEN"
+        )
 
 
 def mint_development_token(user: str, *, publisher: bool = False) -> str:
@@ -82,18 +110,23 @@ def send(
     data: str,
     source: str | None = None,
     event_id: str | None = None,
+    ca_file: str | None = None,
 ) -> int:
     """Publish DATA to one client, several, or everyone; print what was stored."""
     try:
         if everyone == bool(to):
             raise TerminalError("say who to notify: --to ID (repeatable) or --all, not both")
         value = parse_data(data, as_json=as_json)
-        token = token or mint_development_token(PUBLISHER_ID, publisher=True)
+        if token is None:
+            token = mint_development_token(PUBLISHER_ID, publisher=True)
+        elif source is None:
+            check_token(token)  # else its missing user would be reported as a missing source
+        verify = verify_for(ca_file)
     except TerminalError as exc:
         return _fail(exc.message, exc.code)
     options: dict[str, Any] = {"category": category, "event_id": event_id, "source_id": source}
     try:
-        with Mercurio(url, token) as mercurio:
+        with Mercurio(url, token, verify=verify, on_retry=_note) as mercurio:
             sent: list[tuple[str, PublishReceipt]]
             if everyone:
                 sent = [("everyone", mercurio.announce(value, **options))]
@@ -102,7 +135,7 @@ def send(
             else:
                 sent = list(zip(to, mercurio.broadcast(to, value, **options), strict=True))
     except MercurioError as exc:
-        return _fail(str(exc), 1)
+        return _refused(exc)
     except ValueError as exc:
         return _fail(f"{exc}; pass --source", 2)
     for destination, published in sent:
@@ -132,6 +165,16 @@ def _note(text: str) -> None:
     typer.echo(typer.style(f"· {text}", dim=True), err=True)
 
 
+def _stream_status(url: str, user: str) -> Callable[[str], None]:
+    def show(status: str) -> None:
+        if status == "connected":
+            _note(f"connected to {url}: waiting for user {user}'s notifications (Ctrl-C stops)")
+        else:
+            _note(f"{status} ({url}, user {user})")
+
+    return show
+
+
 async def _listen(
     url: str,
     user: str,
@@ -139,16 +182,18 @@ async def _listen(
     provider: TokenProvider | None,
     categories: Sequence[str] | None,
     last_event_id: str | None,
+    verify: Verify,
 ) -> int:
+    _note(f"connecting to {url} for user {user}'s stream…")
     async with (
-        AsyncMercurio(url) as mercurio,
+        AsyncMercurio(url, verify=verify) as mercurio,
         mercurio.subscribe(
             user,
             token=token,
             last_event_id=last_event_id,
             categories=categories,
             token_provider=provider,
-            on_status=lambda status: _note(f"{status} ({url}, user {user})"),
+            on_status=_stream_status(url, user),
         ) as events,
     ):
         async for event in events:
@@ -171,6 +216,7 @@ def listen(
     token: str | None,
     categories: Sequence[str] | None = None,
     last_event_id: str | None = None,
+    ca_file: str | None = None,
 ) -> int:
     """Print a client's notifications as they arrive, one line each, reconnecting."""
     provider: TokenProvider | None = None
@@ -181,11 +227,14 @@ def listen(
             def provider() -> str:
                 return mint_development_token(user)
 
+        else:
+            check_token(token)
+        verify = verify_for(ca_file)
     except TerminalError as exc:
         return _fail(exc.message, exc.code)
     try:
-        return asyncio.run(_listen(url, user, token, provider, categories, last_event_id))
+        return asyncio.run(_listen(url, user, token, provider, categories, last_event_id, verify))
     except MercurioError as exc:
-        return _fail(str(exc), 1)
+        return _refused(exc)
     except KeyboardInterrupt:
         return 0

@@ -67,3 +67,25 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("serve", "token", "db"):
         assert command in result.stdout
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mercurio {version('mercurio')}"
+
+
+def test_help_shows_flags_bare_and_values_by_name() -> None:
+    result = run("send", "--help", env={"COLUMNS": "100"})
+    assert result.returncode == 0
+    assert "<bool>" not in result.stdout and "<str>" not in result.stdout.split("Options:")[1]
+    options = {
+        line.split()[0]: line.split()[1]
+        for line in result.stdout.splitlines()[1:]
+        if line.strip().startswith("--")
+    }
+    assert options["--all"] == "Announce"  # a flag: no value after it
+    assert options["--json"] == "DATA"
+    assert options["--to"] == "ID" and options["--url"] == "URL" and options["--cacert"] == "PEM"

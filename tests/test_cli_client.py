@@ -7,10 +7,12 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -106,12 +108,17 @@ def test_send_unicast_broadcast_and_announce(announce_server: ServerProcess) -> 
 def test_send_refusals_and_usage_errors(server: ServerProcess) -> None:
     client = new_client_id()
     garbage = run_cli("send", "--to", client, "--url", server.url, "x", MERCURIO_TOKEN="garbage")
-    assert garbage.returncode == 2 and "pass --source" in garbage.stderr  # names no user
+    # Reported as what it is, not as a missing --source (the token names no user).
+    assert garbage.returncode == 2 and garbage.stderr.startswith("mercurio: bad token: not a JWT")
+    assert "MERCURIO_TOKEN" in garbage.stderr and "source" not in garbage.stderr
     garbage = run_cli(
         "send", "--to", client, "--source", "me", "--url", server.url, "x", MERCURIO_TOKEN="garbage"
     )
     assert garbage.returncode == 1
-    assert garbage.stderr.startswith("mercurio: 401: ")
+    assert garbage.stderr.startswith("mercurio: bad token (401: ")
+    forged = make_token("666", publisher=True)[:-6] + "AAAAAA"  # a JWT, wrongly signed
+    refused = run_cli("send", "--to", client, "--url", server.url, "x", MERCURIO_TOKEN=forged)
+    assert refused.returncode == 1 and refused.stderr.startswith("mercurio: bad token (401: ")
     not_publisher = run_cli(
         "send", "--to", client, "--url", server.url, "x", MERCURIO_TOKEN=make_token("nobody")
     )
@@ -132,6 +139,50 @@ def test_send_refusals_and_usage_errors(server: ServerProcess) -> None:
     )
     assert production.returncode == 2 and "MERCURIO_TOKEN" in production.stderr
     assert stored(server.url, client) == []
+
+
+@pytest.mark.timeout(120)
+def test_send_says_what_it_waits_for_while_the_server_is_away() -> None:
+    away = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("send", "--to", "123", "--url", away, "x")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    waits = [line for line in lines if line.startswith("· cannot reach ")]
+    assert len(waits) == 5  # before each of the 5 retries of 6 attempts
+    assert f"{away}/api/events/unicast" in waits[0] and "retrying in" in waits[0]
+    assert "attempt 2 of 6" in waits[0] and "attempt 6 of 6" in waits[-1]
+    assert lines[-1].startswith("mercurio: cannot reach") and "gave up after 6" in lines[-1]
+
+
+@pytest.mark.timeout(120)
+def test_send_and_listen_trust_a_custom_ca(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = ServerProcess.in_folder(
+        tmp_path,
+        {"MERCURIO_SSL_CERTFILE": str(certfile), "MERCURIO_SSL_KEYFILE": str(keyfile)},
+        tls=ssl.create_default_context(cafile=str(ca_file)),
+    ).start()
+    try:
+        client = new_client_id()
+        sent = run_cli("send", "--to", client, "--url", tls.url, "--cacert", str(ca_file), "hi")
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith("sent #")
+        by_env = run_cli(
+            "send", "--to", client, "--url", tls.url, "again", MERCURIO_CACERT=str(ca_file)
+        )
+        assert by_env.returncode == 0, by_env.stderr
+        untrusted = run_cli("send", "--to", client, "--url", tls.url, "no")
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        missing = run_cli("send", "--to", client, "--url", tls.url, "--cacert", "/nope.pem", "x")
+        assert missing.returncode == 2 and "--cacert /nope.pem" in missing.stderr
+    finally:
+        tls.stop()
 
 
 # -- listen ---------------------------------------------------------------------------------
@@ -283,3 +334,24 @@ async def test_listen_refused_token_exits_with_the_servers_message(server: Serve
         await asyncio.gather(*listener.readers)
     assert listener.proc.returncode == 1
     assert any(line.startswith("mercurio: 403: ") for line in listener.err), listener.err
+
+
+@pytest.mark.timeout(60)
+async def test_listen_says_what_it_waits_for_and_calls_a_bad_token_a_bad_token(
+    server: ServerProcess,
+) -> None:
+    client = new_client_id()
+    async with listening("--user", client, "--url", server.url) as listener:
+        await listener.stderr_has(f"connecting to {server.url} for user {client}")
+        await listener.stderr_has(f"waiting for user {client}'s notifications")
+    forged = make_token(client)[:-6] + "AAAAAA"
+    async with listening("--user", client, "--url", server.url, MERCURIO_TOKEN=forged) as bad:
+        await asyncio.wait_for(bad.proc.wait(), 30)
+        await asyncio.gather(*bad.readers)
+    assert bad.proc.returncode == 1
+    assert any(line.startswith("mercurio: bad token (401: ") for line in bad.err), bad.err
+    async with listening("--user", client, "--url", server.url, MERCURIO_TOKEN="x") as junk:
+        await asyncio.wait_for(junk.proc.wait(), 30)
+        await asyncio.gather(*junk.readers)
+    assert junk.proc.returncode == 2
+    assert any(line.startswith("mercurio: bad token: not a JWT") for line in junk.err), junk.err

@@ -16,6 +16,7 @@ import pytest
 from mercurio.client import (
     AsyncMercurio,
     Event,
+    InboxNotification,
     Mercurio,
     MercurioError,
     MercurioUnavailable,
@@ -25,6 +26,7 @@ from mercurio.client import (
     Reset,
     RetryPolicy,
     TokenExpired,
+    trusting,
 )
 from tests.conftest import ServerProcess, bearer, free_port, make_token, new_client_id
 from tests.helpers import until
@@ -379,6 +381,139 @@ async def test_unreachable_server_gives_up_with_a_clear_error() -> None:
     assert error.value.status is None
     assert "cannot reach" in error.value.message and "3 attempts" in error.value.message
     assert isinstance(error.value.__cause__, httpx.ConnectError)
+
+
+@pytest.mark.timeout(60)
+async def test_each_retry_says_what_it_waits_for() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    said: list[str] = []
+    policy = RetryPolicy(attempts=3, base=0.01)
+    async with AsyncMercurio(url, PUBLISHER_TOKEN, backoff=policy, on_retry=said.append) as m:
+        with pytest.raises(MercurioUnavailable):
+            await m.publish("123", "nobody home")
+    assert len(said) == 2  # before the 2nd and the 3rd attempt
+    assert said[0].startswith(f"cannot reach {url}/api/events/unicast (ConnectError")
+    assert "attempt 2 of 3" in said[0] and "attempt 3 of 3" in said[1]
+    sync_said: list[str] = []
+    with Mercurio(url, PUBLISHER_TOKEN, backoff=policy, on_retry=sync_said.append) as sync:
+        with pytest.raises(MercurioUnavailable):
+            sync.publish("123", "nobody home")
+    assert len(sync_said) == 2  # the sync client says the same (its error text differs)
+    assert all(line.startswith(f"cannot reach {url}/api/events/unicast") for line in sync_said)
+
+
+async def test_inbox_calls_list_get_read_unread_delete_count_and_preferences(
+    server: ServerProcess,
+) -> None:
+    client = new_client_id()
+    async with AsyncMercurio(server.url, PUBLISHER_TOKEN) as publisher:
+        first = await publisher.publish(client, "one", category="billing")
+        second = await publisher.publish(client, {"n": 2}, category="deploys")
+        third = await publisher.publish(client, "three", category="billing")
+    async with AsyncMercurio(server.url, make_token(client)) as inbox:  # the token's own user
+        page = await inbox.list_notifications(limit=2)
+        assert page.client_id == client and page.unread_count == 3
+        assert [n.notification_id for n in page.notifications] == [
+            third.notification_id,
+            second.notification_id,
+        ]
+        assert page.next_before == second.notification_id
+        rest = await inbox.list_notifications(before=page.next_before)
+        assert [n.notification_id for n in rest.notifications] == [first.notification_id]
+
+        one = await inbox.get_notification(second.notification_id)
+        assert isinstance(one, InboxNotification)
+        assert (one.data, one.category, one.source_id, one.read) == (
+            {"n": 2},
+            "deploys",
+            "666",
+            False,
+        )
+        await inbox.mark_read(second.notification_id)
+        assert (await inbox.get_notification(second.notification_id)).read
+        assert await inbox.unread_count() == 2
+        read = await inbox.list_notifications(status="read")
+        assert [n.notification_id for n in read.notifications] == [second.notification_id]
+        await inbox.mark_unread(second.notification_id)
+        assert await inbox.unread_count() == 3
+
+        assert await inbox.mark_all_read(category="billing") == 2
+        unread = await inbox.list_notifications(status="unread")
+        assert [n.notification_id for n in unread.notifications] == [second.notification_id]
+        billing = await inbox.list_notifications(category="billing")
+        assert {n.notification_id for n in billing.notifications} == {
+            first.notification_id,
+            third.notification_id,
+        }
+
+        await inbox.delete_notification(first.notification_id)
+        with pytest.raises(MercurioError) as gone:
+            await inbox.get_notification(first.notification_id)
+        assert gone.value.status == 404
+
+        assert await inbox.preferences() == []
+        assert await inbox.set_preferences(["deploys", "billing"]) == ["billing", "deploys"]
+        assert await inbox.preferences() == ["billing", "deploys"]
+        with pytest.raises(MercurioError) as bad:
+            await inbox.set_preferences(["Not A Slug"])
+        assert bad.value.status == 400
+        assert await inbox.preferences() == ["billing", "deploys"]  # untouched
+
+        with pytest.raises(MercurioError) as other:
+            await inbox.unread_count(client_id=new_client_id())
+        assert other.value.status == 403
+
+
+def test_sync_inbox_calls_match_the_async_ones(server: ServerProcess) -> None:
+    client = new_client_id()
+    with Mercurio(server.url, PUBLISHER_TOKEN) as publisher:
+        sent = publisher.publish(client, "hello", category="news")
+    with Mercurio(server.url, make_token(client)) as inbox:
+        page = inbox.list_notifications()
+        assert [n.notification_id for n in page.notifications] == [sent.notification_id]
+        assert page.next_before is None and page.unread_count == 1
+        assert inbox.get_notification(sent.notification_id).data == "hello"
+        inbox.mark_read(sent.notification_id)
+        assert inbox.unread_count() == 0
+        inbox.mark_unread(sent.notification_id)
+        assert inbox.mark_all_read() == 1
+        assert inbox.set_preferences(["news"]) == ["news"] == inbox.preferences()
+        inbox.delete_notification(sent.notification_id)
+        assert inbox.list_notifications().notifications == []
+
+
+@pytest.mark.timeout(60)
+def test_a_custom_ca_is_trusted_when_given(
+    make_server: Callable[..., ServerProcess], tmp_path: Any
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(cafile=str(ca_file))
+    tls = ServerProcess.in_folder(
+        tmp_path,
+        {"MERCURIO_SSL_CERTFILE": str(certfile), "MERCURIO_SSL_KEYFILE": str(keyfile)},
+        tls=context,
+    ).start()
+    try:
+        client = new_client_id()
+        once = RetryPolicy(attempts=1)
+        with Mercurio(tls.url, PUBLISHER_TOKEN, backoff=once) as untrusting:
+            with pytest.raises(MercurioUnavailable) as refused:
+                untrusting.publish(client, "x")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value.__cause__)
+        with Mercurio(tls.url, PUBLISHER_TOKEN, verify=trusting(str(ca_file))) as trusted:
+            sent = trusted.publish(client, "over TLS")
+        with Mercurio(tls.url, make_token(client), verify=trusting(str(ca_file))) as inbox:
+            assert inbox.get_notification(sent.notification_id).data == "over TLS"
+    finally:
+        tls.stop()
 
 
 @pytest.mark.timeout(150)

@@ -115,6 +115,49 @@ async def test_each_request_logs_template_client_status_duration_node_and_reques
     assert refused["status"] == 404 and refused["route"] == ONE
 
 
+async def test_publish_lines_carry_the_publisher_and_notification_ids(
+    json_server: ServerProcess,
+) -> None:
+    first, second = new_client_id(), new_client_id()
+    async with httpx.AsyncClient(base_url=json_server.url) as client:
+        one = await client.post(
+            "/api/events/unicast",
+            json={"id": f"ev-{first}", "sourceID": "s", "destinationID": first, "data": "x"},
+            headers={**PUBLISHER, "X-Request-ID": f"uni-{first}"},
+        )
+        many = await client.post(
+            "/api/events/broadcast",
+            json={"sourceID": "s", "destinations": [first, second], "data": "y"},
+            headers={**PUBLISHER, "X-Request-ID": f"bro-{first}"},
+        )
+        again = await client.post(
+            "/api/events/unicast",
+            json={"id": f"ev-{first}", "sourceID": "s", "destinationID": first, "data": "other"},
+            headers={**PUBLISHER, "X-Request-ID": f"dup-{first}"},
+        )
+        plain = await client.get("/", headers={"X-Request-ID": f"plain-{first}"})
+    assert one.status_code == 200 and many.status_code == 200 and again.status_code == 409
+    assert plain.status_code == 200
+
+    unicast = await wait_for_event(json_server, request_event(f"uni-{first}"))
+    assert unicast["publisher_id"] == "666"
+    assert unicast["notification_id"] == one.json()["notificationID"]
+    assert unicast["event_id"] == f"ev-{first}"
+    assert "notifications" not in unicast
+    broadcast = await wait_for_event(json_server, request_event(f"bro-{first}"))
+    ids = [item["notificationID"] for item in many.json()]
+    assert broadcast["publisher_id"] == "666"
+    assert broadcast["notification_id"] == ids[0]
+    assert broadcast["last_notification_id"] == ids[-1]
+    assert broadcast["notifications"] == 2
+    refused = await wait_for_event(json_server, request_event(f"dup-{first}"))
+    assert refused["status"] == 409 and refused["publisher_id"] == "666"
+    assert "notification_id" not in refused
+    # The ids belong to their request's line only, not to the next one on the connection.
+    other = await wait_for_event(json_server, request_event(f"plain-{first}"))
+    assert "publisher_id" not in other and "notification_id" not in other
+
+
 async def test_a_made_up_request_id_replaces_an_unfit_one(json_server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=json_server.url) as client:
         fine = await client.get("/", headers={"X-Request-ID": "A1b2-c3.d4_e5:f6"})

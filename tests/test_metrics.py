@@ -144,6 +144,49 @@ async def test_streams_publishes_deliveries_and_replays_are_counted(
         await asyncio.sleep(0.05)
 
 
+async def test_http_requests_and_refusals_are_counted_by_route_template(
+    own: httpx.AsyncClient,
+) -> None:
+    api = own
+    client_id = new_client_id()
+    one = "/api/clients/{clientID}/notifications/{notificationID}"
+    unicast = "/api/events/unicast"
+    before = await scrape(api)
+    body = {"sourceID": "m", "destinationID": client_id, "data": "x"}
+    assert (await api.post(unicast, json=body, headers=PUBLISHER)).status_code == 200
+    assert (await api.post(unicast, json=body)).status_code == 401
+    assert (await api.post(unicast, json=body, headers=bearer(client_id))).status_code == 403
+    assert (await api.post(unicast, json={**body, "data": "x" * 70_000})).status_code == 413
+    assert (await api.post(unicast, json={"sourceID": "m"}, headers=PUBLISHER)).status_code == 422
+    missing = f"/api/clients/{client_id}/notifications/999999999"
+    assert (await api.get(missing, headers=bearer(client_id))).status_code == 404
+    assert (await api.get("/no/such/route")).status_code == 404
+    assert (await api.get("/docs/assets/swagger-ui.css")).status_code == 200
+    assert (await api.get("/openapi.json")).status_code == 200
+    after = await scrape(api)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "mercurio_http_requests_total"
+    for status in ("200", "401", "403", "422"):
+        assert delta(requests, method="POST", route=unicast, status=status) == 1, status
+    # A body over the limit is refused before any route is chosen.
+    assert delta(requests, method="POST", route="unmatched", status="413") == 1
+    assert delta(requests, method="GET", route=one, status="404") == 1
+    assert delta(requests, method="GET", route="unmatched", status="404") == 1
+    assert delta(requests, method="GET", route="/docs/assets/{path}", status="200") == 1
+    assert delta(requests, method="GET", route="/openapi.json", status="200") == 1
+    # The scrape before this one was counted once it was answered.
+    assert delta(requests, method="GET", route="/metrics", status="200") == 1
+    refusals = "mercurio_http_refusals_total"
+    for reason in ("unauthenticated", "forbidden", "invalid"):
+        assert delta(refusals, route=unicast, reason=reason) == 1, reason
+    assert delta(refusals, route="unmatched", reason="too_large") == 1
+    assert delta(refusals, route=one, reason="not_found") == 1
+    assert value(after, refusals, route="/metrics", reason="not_found") == 0
+
+
 @pytest.mark.timeout(90)
 async def test_a_reader_that_stops_reading_is_counted_as_a_slow_disconnect(
     make_server: Callable[..., ServerProcess],

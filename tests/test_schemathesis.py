@@ -36,6 +36,8 @@ pytestmark = pytest.mark.timeout(600)
 # Generating this route's nested body has twice hit that same CPython bug inside Hypothesis
 # (replayed as "Inconsistent results"). Its bad bodies are covered by tests/test_push_api.py.
 CPYTHON_AST_BUG = {"POST /api/clients/{clientID}/push-subscriptions"}
+# An open stream never ends, so it has no answer to check; tests/test_stream*.py cover it.
+NEVER_ENDS = {"GET /api/clients/{clientID}/notifications/stream"}
 
 
 EXAMPLES_PER_OPERATION = 20
@@ -75,7 +77,7 @@ def test_openapi_operations_conform_and_never_fail(live: ServerProcess, role: st
         for result in schema.get_all_operations():
             operation = result.ok()
             operations += 1
-            if operation.label in CPYTHON_AST_BUG:
+            if operation.label in CPYTHON_AST_BUG or operation.label in NEVER_ENDS:
                 continue
             path_parameters = (
                 {"clientID": OWNER} if spec["own_path"] and "{clientID}" in operation.path else None

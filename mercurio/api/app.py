@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -12,8 +13,9 @@ from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from mercurio.api import contact, dev, events, notifications, ops, push
+from mercurio.api import contact, dev, events, notifications, openapi, ops, push
 from mercurio.api.deps import RestApp
+from mercurio.api.docs import install_docs
 from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers
 from mercurio.api.layers import (
     BodyLimit,
@@ -28,6 +30,17 @@ from mercurio.config import Settings
 from mercurio.node import Node
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+OPENAPI_URL = "/openapi.json"
+
+
+class DocumentedApp(RestApp):
+    """The REST app whose OpenAPI document is completed once, on first request."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            # super() caches FastAPI's document in openapi_schema; complete() edits it there.
+            openapi.complete(super().openapi(), self.node.settings.max_destinations)
+        return self.openapi_schema or {}
 
 
 def build_rest_app(node: Node) -> RestApp:
@@ -42,18 +55,21 @@ def build_rest_app(node: Node) -> RestApp:
             await node.stop()
 
     docs = node.settings.docs_enabled  # off in production unless MERCURIO_DOCS is on
-    app = RestApp(
+    app = DocumentedApp(
         node,
         title="Mercurio",
         version="0.1.0",
         summary="Notifications over server-sent events, with an inbox.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
+        # The pages are our own (api.docs): FastAPI's load their scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=OPENAPI_URL if docs else None,
     )
     install_error_handlers(app)
+    if docs:
+        install_docs(app, OPENAPI_URL)
 
     @app.get("/", tags=["meta"])
     async def welcome() -> dict[str, str]:
@@ -87,7 +103,7 @@ def create_app(node: Node, *, fast_unicast: bool = True) -> ASGIApp:
     rest = RelativeRedirects(build_rest_app(node))
     routed = OneAuthorization(StreamRouter(BodyLimit(rest, settings.max_body_bytes), node))
     publish = FastUnicast(routed, node) if fast_unicast else routed
-    return RequestContext(cors(settings, publish), settings.node_id)
+    return RequestContext(cors(settings, publish), settings.node_id, node.metrics.http)
 
 
 def cors(settings: Settings, app: ASGIApp) -> ASGIApp:

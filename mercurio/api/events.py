@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Self
 
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from starlette.types import Send
@@ -283,9 +284,26 @@ async def _publishing(node: NodeDep, principal: Publisher) -> _Publishing:
 Publishing = Annotated[_Publishing, Depends(_publishing)]
 
 
+def _bind_publish_ids(publisher: str, stored: list[Notification] | None = None) -> None:
+    """Put the publisher (and the stored ids) on this request's http.request log line.
+
+    Bound in structlog's context rather than logged on a line of their own: a publish stays
+    one log line. uvicorn runs each request in a task of its own, whose copy of the context
+    (and so these fields) ends with the request.
+    """
+    if not stored:
+        structlog.contextvars.bind_contextvars(publisher_id=publisher)
+        return
+    fields: dict[str, object] = {"notification_id": stored[0].id, "event_id": stored[0].event_id}
+    if len(stored) > 1:  # a broadcast: its first and last ids, not up to 10,000 of them
+        fields.update(notifications=len(stored), last_notification_id=stored[-1].id)
+    structlog.contextvars.bind_contextvars(publisher_id=publisher, **fields)
+
+
 async def _publish(
     node: Node, publisher: str, kind: str, body: _PublishIn, destinations: list[str]
 ) -> list[Notification]:
+    _bind_publish_ids(publisher)
     items = items_for(body, destinations, publisher)
     admit(node.publish_budget, node.settings.publish_max_bytes_per_request, publisher, items)
     started = time.perf_counter()
@@ -294,6 +312,7 @@ async def _publish(
     except EventConflict as exc:
         raise conflict(exc) from None
     node.publish_stats.record(kind, len(stored), time.perf_counter() - started)
+    _bind_publish_ids(publisher, stored)
     return stored
 
 

@@ -24,6 +24,7 @@ from mercurio.api import stream
 from mercurio.api.errors import send_error
 from mercurio.api.events import UnicastIn, publish_unicast
 from mercurio.auth import AuthError, bearer_token, single_authorization
+from mercurio.metrics import HttpTally
 from mercurio.model import CLIENT_ID_PATTERN
 from mercurio.node import Node
 
@@ -33,6 +34,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._~:@/+=-]{1,128}")
 STREAM_ROUTE = "/api/clients/{clientID}/notifications/stream"
 UNICAST_ROUTE = "/api/events/unicast"
 STATIC_ROUTE = "/app/{path}"
+# Served by mounts and plain routes, which FastAPI leaves no template for in the scope.
+UNTEMPLATED = (("/app/", STATIC_ROUTE), ("/docs/assets/", "/docs/assets/{path}"))
 UNMATCHED = "unmatched"
 # Where a raw endpoint writes its route template; FastAPI's routes leave theirs in "route".
 ROUTE_TEMPLATE = "route_template"
@@ -63,12 +66,14 @@ class RequestContext:
     """Binds request and node ids into structlog's context, echoes X-Request-ID, logs the end.
 
     Only the route template is logged, never the raw path or query string: a query string may
-    carry a stream ticket (or a token that is about to be refused).
+    carry a stream ticket (or a token that is about to be refused). The answer is counted in
+    tally for /metrics by the same template.
     """
 
-    def __init__(self, app: ASGIApp, node_id: str) -> None:
+    def __init__(self, app: ASGIApp, node_id: str, tally: HttpTally | None = None) -> None:
         self.app = app
         self.node_id = node_id
+        self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,6 +100,8 @@ class RequestContext:
             raise
         finally:
             _log(scope, status, time.perf_counter() - started)
+            if self.tally is not None:
+                self.tally.record(scope["method"], route_of(scope), status)
             structlog.contextvars.reset_contextvars(**tokens)
 
 
@@ -106,7 +113,13 @@ def route_of(scope: Scope) -> str:
     matched = getattr(scope.get("route"), "path", None)  # set by FastAPI when it routed
     if isinstance(matched, str):
         return matched
-    return STATIC_ROUTE if scope["path"].startswith("/app/") else UNMATCHED
+    path: str = scope["path"]
+    if path == "/openapi.json":
+        return path
+    for prefix, template in UNTEMPLATED:
+        if path.startswith(prefix):
+            return template
+    return UNMATCHED
 
 
 def _log(scope: Scope, status: int, seconds: float) -> None:

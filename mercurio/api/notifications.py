@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from mercurio.api import answers
 from mercurio.api.deps import (
     NodeDep,
     OwnClient,
@@ -60,7 +61,7 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-@router.get("/notifications")
+@router.get("/notifications", responses=answers.PAGE)
 async def list_notifications(
     clientID: OwnClient,
     node: NodeDep,
@@ -100,7 +101,7 @@ def _with_muted(raw: str | None) -> bool:
     raise ApiError(400, "invalid muted: use include or exclude")
 
 
-@router.get("/notifications/unread-count")
+@router.get("/notifications/unread-count", responses=answers.UNREAD_COUNT)
 async def unread_count(
     clientID: OwnClient, node: NodeDep, muted: str | None = None
 ) -> dict[str, Any]:
@@ -109,7 +110,7 @@ async def unread_count(
     return {"clientID": clientID, "unreadCount": count}
 
 
-@router.put("/notifications/read")
+@router.put("/notifications/read", responses=answers.ALL_READ)
 async def mark_all_read(
     clientID: OwnClient,
     node: NodeDep,
@@ -122,7 +123,7 @@ async def mark_all_read(
     return {"status": "read", "updated": updated}
 
 
-@router.get("/notifications/{notificationID}")
+@router.get("/notifications/{notificationID}", responses=answers.ONE)
 async def get_notification(clientID: OwnClient, notificationID: str, node: NodeDep) -> JSONBytes:
     """One of the client's notifications."""
     note = await node.store.get(clientID, parse_notification_id(notificationID))
@@ -142,19 +143,19 @@ async def _set_read(node: Any, client_id: str, raw_id: str, read: bool) -> dict[
     return {"status": status}
 
 
-@router.put("/notifications/{notificationID}/read")
+@router.put("/notifications/{notificationID}/read", responses=answers.READ_STATE)
 async def mark_read(clientID: OwnClient, notificationID: str, node: NodeDep) -> dict[str, str]:
     """Mark one notification read."""
     return await _set_read(node, clientID, notificationID, True)
 
 
-@router.put("/notifications/{notificationID}/unread")
+@router.put("/notifications/{notificationID}/unread", responses=answers.READ_STATE)
 async def mark_unread(clientID: OwnClient, notificationID: str, node: NodeDep) -> dict[str, str]:
     """Mark one notification unread."""
     return await _set_read(node, clientID, notificationID, False)
 
 
-@router.delete("/notifications/{notificationID}")
+@router.delete("/notifications/{notificationID}", responses=answers.DELETED)
 async def delete_notification(
     clientID: OwnClient, notificationID: str, node: NodeDep
 ) -> dict[str, str]:
@@ -255,13 +256,13 @@ def preference_changes(body: PreferencesIn) -> PreferenceChanges:
     return change
 
 
-@router.get("/preferences")
+@router.get("/preferences", responses=answers.PREFERENCES)
 async def get_preferences(clientID: OwnClient, node: NodeDep) -> dict[str, Any]:
     """The client's muted categories (everywhere), and per channel: on or off, and muted."""
     return preferences_json(clientID, await node.store.preferences(clientID))
 
 
-@router.put("/preferences")
+@router.put("/preferences", responses=answers.PREFERENCES)
 async def put_preferences(
     clientID: OwnClient, body: PreferencesIn, node: NodeDep
 ) -> dict[str, Any]:
@@ -272,7 +273,7 @@ async def put_preferences(
     return preferences_json(clientID, chosen)
 
 
-@router.post("/stream-tickets")
+@router.post("/stream-tickets", responses=answers.TICKET)
 async def stream_ticket(
     clientID: OwnClient, node: NodeDep, principal: PrincipalDep
 ) -> dict[str, Any]:

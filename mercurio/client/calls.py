@@ -5,6 +5,10 @@ back the `httpx.Response` (or has the transport error thrown in), and returns th
 The sync and async clients only run that generator over their own httpx client and sleep, so
 the retry rules and every endpoint's shape exist in one place.
 
+Inbox calls (list, get, read, unread, mark all read, delete, unread count, preferences) act
+for one client: by default the token's own user. Reads and the idempotent PUTs are retried
+like publishes; a DELETE retried after a lost answer may then report 404 (already gone).
+
 Publishing is retried on connect errors, timeouts, 502/503/504 and 429 (honouring
 `Retry-After`), with capped exponential backoff and jitter. That is safe because a publish is
 idempotent by its event id: the call fixes the id (a UUID) before the first attempt and sends
@@ -21,15 +25,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeAlias, TypeVar
+from urllib.parse import quote
 
 import httpx
 
 from mercurio.client.model import (
+    InboxNotification,
     JSONValue,
     MercurioError,
     MercurioUnavailable,
+    NotificationPage,
     PublishReceipt,
     RetryPolicy,
+    inbox_notification,
+    notification_page,
 )
 
 USER_AGENT = "mercurio-python/0.1"
@@ -55,6 +64,8 @@ class Pause:
     """The call wants the transport to wait this many seconds before its next request."""
 
     seconds: float
+    reason: str = ""
+    """What it waits for, for the user: e.g. "cannot reach …: retrying in 0.5s (attempt 2 of 6)"."""
 
 
 Exchange: TypeAlias = Generator[Request | Pause, httpx.Response | None, T]
@@ -136,7 +147,10 @@ def retried(
     wait = 0.0
     for attempt in range(policy.attempts):
         if attempt:
-            yield Pause(wait)
+            why = _why(where, last)
+            yield Pause(
+                wait, f"{why}: retrying in {wait:.1f}s (attempt {attempt + 1} of {policy.attempts})"
+            )
         try:
             response = yield request
         except RETRY_ERRORS as exc:
@@ -151,6 +165,12 @@ def retried(
     raise _gave_up(where, policy.attempts, last) from (
         last if isinstance(last, Exception) else None
     )
+
+
+def _why(where: str, last: httpx.Response | Exception | None) -> str:
+    if isinstance(last, httpx.Response):
+        return f"{where} answered {last.status_code} ({error_message(last)})"
+    return f"cannot reach {where} ({type(last).__name__}: {last})" if last else where
 
 
 def _gave_up(where: str, attempts: int, last: httpx.Response | Exception | None) -> MercurioError:
@@ -225,3 +245,105 @@ def announce(
     path = "/api/events/announce"
     request = _publish_request(me, path, data, options)
     return retried(request, policy, me.url + path, _receipt)
+
+
+def _client_path(me: Identity, client_id: str | None, rest: str) -> str:
+    """/api/clients/{clientID}{rest}: the given client, else the token's own user."""
+    chosen = client_id or token_subject(me.token)
+    if not chosen:
+        raise ValueError("client_id is required (the token names no user to default to)")
+    return f"/api/clients/{quote(chosen, safe='')}{rest}"
+
+
+def _inbox(
+    me: Identity,
+    policy: RetryPolicy,
+    method: str,
+    path: str,
+    parse: Callable[[Any], T],
+    *,
+    params: dict[str, str] | None = None,
+    body: Any = None,
+) -> Exchange[T]:
+    request = Request(method, path, json=body, params=params, headers=me.headers())
+    return retried(request, policy, me.url + path, parse)
+
+
+def list_notifications(
+    me: Identity,
+    policy: RetryPolicy,
+    client_id: str | None,
+    *,
+    status: str = "all",
+    limit: int | None = None,
+    before: int | None = None,
+    category: str | None = None,
+) -> Exchange[NotificationPage]:
+    """A page of the client's inbox, newest first (status: all, read or unread)."""
+    params = {"status": status}
+    for name, value in (("limit", limit), ("before", before), ("category", category)):
+        if value is not None:
+            params[name] = str(value)
+    path = _client_path(me, client_id, "/notifications")
+    return _inbox(me, policy, "GET", path, notification_page, params=params)
+
+
+def get_notification(
+    me: Identity, policy: RetryPolicy, client_id: str | None, notification_id: int
+) -> Exchange[InboxNotification]:
+    """One notification of the client's inbox (MercurioError 404 when it is not there)."""
+    path = _client_path(me, client_id, f"/notifications/{int(notification_id)}")
+    return _inbox(me, policy, "GET", path, inbox_notification)
+
+
+def set_read(
+    me: Identity, policy: RetryPolicy, client_id: str | None, notification_id: int, read: bool
+) -> Exchange[str]:
+    """Mark one notification read (or unread); returns the new status."""
+    which = "read" if read else "unread"
+    path = _client_path(me, client_id, f"/notifications/{int(notification_id)}/{which}")
+    return _inbox(me, policy, "PUT", path, lambda body: str(body["status"]))
+
+
+def mark_all_read(
+    me: Identity, policy: RetryPolicy, client_id: str | None, category: str | None
+) -> Exchange[int]:
+    """Mark every notification (of one category) read; returns how many changed."""
+    params = {"category": category} if category is not None else None
+    path = _client_path(me, client_id, "/notifications/read")
+    return _inbox(me, policy, "PUT", path, lambda body: int(body["updated"]), params=params)
+
+
+def delete_notification(
+    me: Identity, policy: RetryPolicy, client_id: str | None, notification_id: int
+) -> Exchange[None]:
+    """Remove one notification from the client's inbox."""
+    path = _client_path(me, client_id, f"/notifications/{int(notification_id)}")
+    return _inbox(me, policy, "DELETE", path, lambda _: None)
+
+
+def unread_count(me: Identity, policy: RetryPolicy, client_id: str | None) -> Exchange[int]:
+    """How many of the client's notifications are unread."""
+    path = _client_path(me, client_id, "/notifications/unread-count")
+    return _inbox(me, policy, "GET", path, lambda body: int(body["unreadCount"]))
+
+
+def _muted(body: Any) -> list[str]:
+    return [str(category) for category in body["mutedCategories"]]
+
+
+def get_preferences(
+    me: Identity, policy: RetryPolicy, client_id: str | None
+) -> Exchange[list[str]]:
+    """The client's muted categories (stored, but not pushed live)."""
+    path = _client_path(me, client_id, "/preferences")
+    return _inbox(me, policy, "GET", path, _muted)
+
+
+def set_preferences(
+    me: Identity, policy: RetryPolicy, client_id: str | None, muted: Sequence[str]
+) -> Exchange[list[str]]:
+    """Replace the client's muted categories; returns them as stored."""
+    path = _client_path(me, client_id, "/preferences")
+    body = {"mutedCategories": list(muted)}
+    return _inbox(me, policy, "PUT", path, _muted, body=body)

@@ -44,6 +44,34 @@ class PublishReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class InboxNotification:
+    """A notification as the inbox keeps it (list and get), read or not."""
+
+    notification_id: int
+    event_id: str
+    source_id: str
+    data: Any
+    category: str
+    created_at: datetime | None
+    read_at: datetime | None
+
+    @property
+    def read(self) -> bool:
+        """Whether the client has read it."""
+        return self.read_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationPage:
+    """A page of a client's inbox, newest first; pass next_before as `before` for the next."""
+
+    client_id: str
+    notifications: list[InboxNotification]
+    unread_count: int
+    next_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReceivedNotification:
     """A notification pushed on the stream (an unnamed SSE event)."""
 
@@ -132,6 +160,30 @@ def _notification(payload: dict[str, Any], sse_id: str) -> ReceivedNotification:
         data=payload.get("data"),
         category=str(payload.get("category", "general")),
         created_at=_parse_time(payload.get("createdAt")),
+    )
+
+
+def inbox_notification(payload: dict[str, Any]) -> InboxNotification:
+    """One notification of a list or get answer."""
+    return InboxNotification(
+        notification_id=int(payload["notificationID"]),
+        event_id=str(payload["eventID"]),
+        source_id=str(payload["sourceID"]),
+        data=payload.get("data"),
+        category=str(payload.get("category", "general")),
+        created_at=_parse_time(payload.get("createdAt")),
+        read_at=_parse_time(payload.get("readAt")),
+    )
+
+
+def notification_page(payload: dict[str, Any]) -> NotificationPage:
+    """A list answer."""
+    next_before = payload.get("nextBefore")
+    return NotificationPage(
+        client_id=str(payload["clientID"]),
+        notifications=[inbox_notification(item) for item in payload["notifications"]],
+        unread_count=int(payload.get("unreadCount", 0)),
+        next_before=int(next_before) if next_before is not None else None,
     )
 
 

@@ -5,11 +5,16 @@ async with AsyncMercurio("http://127.0.0.1:8000", token) as mercurio:
     async with mercurio.subscribe("123", token=user_token) as events:
         async for event in events:
             ...
+
+With a user's token the same clients read that user's inbox: list_notifications(),
+get_notification(), mark_read(), mark_unread(), mark_all_read(), delete_notification(),
+unread_count(), preferences() and set_preferences().
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -19,10 +24,26 @@ import httpx
 
 from mercurio.client import calls
 from mercurio.client.calls import RETRY_ERRORS, Exchange, Identity, Pause, Publishing, Request
-from mercurio.client.model import JSONValue, PublishReceipt, RetryPolicy, TokenProvider
+from mercurio.client.model import (
+    InboxNotification,
+    JSONValue,
+    NotificationPage,
+    PublishReceipt,
+    RetryPolicy,
+    TokenProvider,
+)
 from mercurio.client.stream import NotificationStream
 
 T = TypeVar("T")
+OnRetry = Callable[[str], None]
+"""Called before each retry's wait with what the client waits for (see calls.Pause)."""
+Verify = ssl.SSLContext | bool
+"""httpx's `verify`: an SSLContext (e.g. trusting a custom CA, see `trusting`) or a bool."""
+
+
+def trusting(ca_file: str) -> ssl.SSLContext:
+    """A TLS context trusting only the CA certificates in ca_file (PEM), e.g. a private CA."""
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def _build(http: httpx.Client | httpx.AsyncClient, me: Identity, request: Request) -> httpx.Request:
@@ -36,12 +57,16 @@ def _build(http: httpx.Client | httpx.AsyncClient, me: Identity, request: Reques
     )
 
 
-def run_sync(http: httpx.Client, me: Identity, exchange: Exchange[T]) -> T:
+def run_sync(
+    http: httpx.Client, me: Identity, exchange: Exchange[T], on_retry: OnRetry | None = None
+) -> T:
     """Drive one call to its result with blocking I/O."""
     try:
         step = next(exchange)
         while True:
             if isinstance(step, Pause):
+                if on_retry is not None:
+                    on_retry(step.reason)
                 time.sleep(step.seconds)
                 step = exchange.send(None)
                 continue
@@ -56,12 +81,16 @@ def run_sync(http: httpx.Client, me: Identity, exchange: Exchange[T]) -> T:
         return result
 
 
-async def run_async(http: httpx.AsyncClient, me: Identity, exchange: Exchange[T]) -> T:
+async def run_async(
+    http: httpx.AsyncClient, me: Identity, exchange: Exchange[T], on_retry: OnRetry | None = None
+) -> T:
     """Drive one call to its result on the event loop."""
     try:
         step = next(exchange)
         while True:
             if isinstance(step, Pause):
+                if on_retry is not None:
+                    on_retry(step.reason)
                 await asyncio.sleep(step.seconds)
                 step = exchange.send(None)
                 continue
@@ -80,10 +109,16 @@ class _Client:
     """What both clients share: who they are and how they retry."""
 
     def __init__(
-        self, url: str, token: str | None, source_id: str | None, backoff: RetryPolicy | None
+        self,
+        url: str,
+        token: str | None,
+        source_id: str | None,
+        backoff: RetryPolicy | None,
+        on_retry: OnRetry | None,
     ) -> None:
         self.me = Identity(url.rstrip("/"), token, source_id)
         self.backoff = backoff or RetryPolicy()
+        self.on_retry = on_retry
 
     @property
     def url(self) -> str:
@@ -108,10 +143,12 @@ class AsyncMercurio(_Client):
         timeout: float = 10.0,
         backoff: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
+        verify: Verify = True,
+        on_retry: OnRetry | None = None,
     ) -> None:
-        super().__init__(url, token, source_id, backoff)
+        super().__init__(url, token, source_id, backoff, on_retry)
         self._owns_http = http is None
-        self.http = http or httpx.AsyncClient(base_url=self.url, timeout=timeout)
+        self.http = http or httpx.AsyncClient(base_url=self.url, timeout=timeout, verify=verify)
 
     async def __aenter__(self) -> Self:
         return self
@@ -141,7 +178,7 @@ class AsyncMercurio(_Client):
         """Notify one client; returns the notification id and event id."""
         options = Publishing(category, event_id, source_id)
         call = calls.publish(self.me, self.backoff, destination, data, options)
-        return await run_async(self.http, self.me, call)
+        return await self._run(call)
 
     async def broadcast(
         self,
@@ -155,7 +192,7 @@ class AsyncMercurio(_Client):
         """Notify many clients (one notification each, in the order given)."""
         options = Publishing(category, event_id, source_id)
         call = calls.broadcast(self.me, self.backoff, destinations, data, options)
-        return await run_async(self.http, self.me, call)
+        return await self._run(call)
 
     async def announce(
         self,
@@ -168,7 +205,75 @@ class AsyncMercurio(_Client):
         """Notify every user, present and future, with one stored notification."""
         options = Publishing(category, event_id, source_id)
         call = calls.announce(self.me, self.backoff, data, options)
-        return await run_async(self.http, self.me, call)
+        return await self._run(call)
+
+    async def _run(self, call: Exchange[T]) -> T:
+        return await run_async(self.http, self.me, call, self.on_retry)
+
+    async def list_notifications(
+        self,
+        client_id: str | None = None,
+        *,
+        status: str = "all",
+        limit: int | None = None,
+        before: int | None = None,
+        category: str | None = None,
+    ) -> NotificationPage:
+        """A page of the inbox (the token's user unless client_id), newest first."""
+        call = calls.list_notifications(
+            self.me,
+            self.backoff,
+            client_id,
+            status=status,
+            limit=limit,
+            before=before,
+            category=category,
+        )
+        return await self._run(call)
+
+    async def get_notification(
+        self, notification_id: int, *, client_id: str | None = None
+    ) -> InboxNotification:
+        """One notification of the inbox; MercurioError 404 when it is not there."""
+        return await self._run(
+            calls.get_notification(self.me, self.backoff, client_id, notification_id)
+        )
+
+    async def mark_read(self, notification_id: int, *, client_id: str | None = None) -> None:
+        """Mark one notification read."""
+        await self._run(calls.set_read(self.me, self.backoff, client_id, notification_id, True))
+
+    async def mark_unread(self, notification_id: int, *, client_id: str | None = None) -> None:
+        """Mark one notification unread."""
+        await self._run(calls.set_read(self.me, self.backoff, client_id, notification_id, False))
+
+    async def mark_all_read(
+        self, *, category: str | None = None, client_id: str | None = None
+    ) -> int:
+        """Mark every notification (of one category) read; returns how many changed."""
+        return await self._run(calls.mark_all_read(self.me, self.backoff, client_id, category))
+
+    async def delete_notification(
+        self, notification_id: int, *, client_id: str | None = None
+    ) -> None:
+        """Remove one notification from the inbox."""
+        await self._run(
+            calls.delete_notification(self.me, self.backoff, client_id, notification_id)
+        )
+
+    async def unread_count(self, *, client_id: str | None = None) -> int:
+        """How many notifications are unread."""
+        return await self._run(calls.unread_count(self.me, self.backoff, client_id))
+
+    async def preferences(self, *, client_id: str | None = None) -> list[str]:
+        """The muted categories (stored, not pushed live)."""
+        return await self._run(calls.get_preferences(self.me, self.backoff, client_id))
+
+    async def set_preferences(
+        self, muted: Sequence[str], *, client_id: str | None = None
+    ) -> list[str]:
+        """Replace the muted categories; returns them as stored."""
+        return await self._run(calls.set_preferences(self.me, self.backoff, client_id, muted))
 
     def subscribe(
         self,
@@ -207,10 +312,12 @@ class Mercurio(_Client):
         timeout: float = 10.0,
         backoff: RetryPolicy | None = None,
         http: httpx.Client | None = None,
+        verify: Verify = True,
+        on_retry: OnRetry | None = None,
     ) -> None:
-        super().__init__(url, token, source_id, backoff)
+        super().__init__(url, token, source_id, backoff, on_retry)
         self._owns_http = http is None
-        self.http = http or httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
 
     def __enter__(self) -> Self:
         return self
@@ -240,7 +347,7 @@ class Mercurio(_Client):
         """Notify one client; returns the notification id and event id."""
         options = Publishing(category, event_id, source_id)
         call = calls.publish(self.me, self.backoff, destination, data, options)
-        return run_sync(self.http, self.me, call)
+        return self._run(call)
 
     def broadcast(
         self,
@@ -254,7 +361,7 @@ class Mercurio(_Client):
         """Notify many clients (one notification each, in the order given)."""
         options = Publishing(category, event_id, source_id)
         call = calls.broadcast(self.me, self.backoff, destinations, data, options)
-        return run_sync(self.http, self.me, call)
+        return self._run(call)
 
     def announce(
         self,
@@ -267,4 +374,62 @@ class Mercurio(_Client):
         """Notify every user, present and future, with one stored notification."""
         options = Publishing(category, event_id, source_id)
         call = calls.announce(self.me, self.backoff, data, options)
-        return run_sync(self.http, self.me, call)
+        return self._run(call)
+
+    def _run(self, call: Exchange[T]) -> T:
+        return run_sync(self.http, self.me, call, self.on_retry)
+
+    def list_notifications(
+        self,
+        client_id: str | None = None,
+        *,
+        status: str = "all",
+        limit: int | None = None,
+        before: int | None = None,
+        category: str | None = None,
+    ) -> NotificationPage:
+        """A page of the inbox (the token's user unless client_id), newest first."""
+        call = calls.list_notifications(
+            self.me,
+            self.backoff,
+            client_id,
+            status=status,
+            limit=limit,
+            before=before,
+            category=category,
+        )
+        return self._run(call)
+
+    def get_notification(
+        self, notification_id: int, *, client_id: str | None = None
+    ) -> InboxNotification:
+        """One notification of the inbox; MercurioError 404 when it is not there."""
+        return self._run(calls.get_notification(self.me, self.backoff, client_id, notification_id))
+
+    def mark_read(self, notification_id: int, *, client_id: str | None = None) -> None:
+        """Mark one notification read."""
+        self._run(calls.set_read(self.me, self.backoff, client_id, notification_id, True))
+
+    def mark_unread(self, notification_id: int, *, client_id: str | None = None) -> None:
+        """Mark one notification unread."""
+        self._run(calls.set_read(self.me, self.backoff, client_id, notification_id, False))
+
+    def mark_all_read(self, *, category: str | None = None, client_id: str | None = None) -> int:
+        """Mark every notification (of one category) read; returns how many changed."""
+        return self._run(calls.mark_all_read(self.me, self.backoff, client_id, category))
+
+    def delete_notification(self, notification_id: int, *, client_id: str | None = None) -> None:
+        """Remove one notification from the inbox."""
+        self._run(calls.delete_notification(self.me, self.backoff, client_id, notification_id))
+
+    def unread_count(self, *, client_id: str | None = None) -> int:
+        """How many notifications are unread."""
+        return self._run(calls.unread_count(self.me, self.backoff, client_id))
+
+    def preferences(self, *, client_id: str | None = None) -> list[str]:
+        """The muted categories (stored, not pushed live)."""
+        return self._run(calls.get_preferences(self.me, self.backoff, client_id))
+
+    def set_preferences(self, muted: Sequence[str], *, client_id: str | None = None) -> list[str]:
+        """Replace the muted categories; returns them as stored."""
+        return self._run(calls.set_preferences(self.me, self.backoff, client_id, muted))
