@@ -320,7 +320,8 @@ export class MercurioInbox extends Base {
   }
 
   _echoKey(id, status, category) {
-    return `${id ?? '*'}:${status}:${category ?? ''}`;
+    // one notification's change is known by its id (the server adds its category)
+    return id == null ? `*:${status}:${category ?? ''}` : `${id}:${status}`;
   }
 
   /** Apply a read-state change to the list and the badge. */
@@ -370,7 +371,7 @@ export class MercurioInbox extends Base {
       await (read ? client.markRead(id) : client.markUnread(id));
       this._clearError();
       this._emit('mercurio:read-state', {
-        notificationID: id, status, category: null, unreadCount: this._unread, source: 'local',
+        notificationID: id, status, category: n.category, unreadCount: this._unread, source: 'local',
       });
     } catch (err) {
       this._echoes.delete(key);

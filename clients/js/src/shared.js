@@ -38,7 +38,7 @@ export class SharedStream {
     this.key = key;
     this.listeners = new Set();
     this.lastEventId = null;
-    this.status = 'connecting';
+    this.status = 'closed';
     this.isLeader = false;
     this.conn = null;
     this.channel = null;
@@ -50,8 +50,8 @@ export class SharedStream {
   add(handlers) {
     this.bump(handlers.lastEventId);
     this.listeners.add(handlers);
-    if (this.listeners.size === 1) this._start();
-    call(handlers.onStatus, this.status);
+    if (this.listeners.size === 1) this._start(); // which tells it the status
+    else call(handlers.onStatus, this.status);
     let open = true;
     return {
       close: () => {
@@ -76,8 +76,8 @@ export class SharedStream {
   }
 
   _start() {
-    this.status = 'connecting';
     if (!this._supported()) { this._lead(); return; }
+    this._setStatus('connecting', {});
     this.channel = new BroadcastChannel(this.key);
     this.channel.onmessage = (e) => this._onMessage(e.data || {});
     this._abort = new AbortController();
@@ -135,6 +135,7 @@ export class SharedStream {
 
   _setStatus(state, detail) {
     if (state === 'closed' && this.listeners.size) return; // a stopping leader, not ours
+    if (state === this.status && !(detail && detail.error)) return;
     this.status = state;
     for (const h of this.listeners) call(h.onStatus, state, detail);
   }
