@@ -71,6 +71,17 @@ PAGE = """<!doctype html>
 """
 
 
+README = Path(__file__).resolve().parents[2] / "clients" / "js" / "README.md"
+
+
+def readme_snippet() -> str:
+    """The README's paste-into-any-page example for a development server."""
+    blocks = re.findall(r"```html\n(.*?)```", README.read_text(), re.S)
+    dev = [b for b in blocks if "/api/dev/token" in b]
+    assert len(dev) == 1, "the README's development embed example is missing"
+    return dev[0]
+
+
 class Embedder:
     """The other origin: serves the embedding page and mints tokens as a site's back end does."""
 
@@ -86,6 +97,11 @@ class Embedder:
                 if url.path == "/token":
                     token = embedder.mint(query["user"], float(query.get("ttl", "3600")))
                     self._send(200, "application/json", json.dumps({"token": token}))
+                elif url.path == "/readme":
+                    snippet = readme_snippet().replace(
+                        "http://127.0.0.1:8000", embedder.mercurio_url
+                    )
+                    self._send(200, "text/html; charset=utf-8", snippet)
                 elif url.path == "/sw.js":
                     self._send(200, "text/javascript", "self.addEventListener('push', () => {});")
                 elif url.path == "/":
@@ -200,7 +216,7 @@ def expect_badge(page: Any, n: int) -> None:
         "no unread notifications" if n == 0 else f"{n} unread notification{'' if n == 1 else 's'}"
     )
     expect(bell(page)).to_have_attribute("aria-label", f"Notifications, {label}")
-    assert page.evaluate("() => document.getElementById('inbox').unreadCount") == n
+    assert page.evaluate("() => document.querySelector('mercurio-inbox').unreadCount") == n
 
 
 def api(server: Any, user: str, path: str) -> Any:
@@ -512,3 +528,22 @@ def test_push_opt_in_when_the_server_offers_web_push(
     bell(without).click()
     expect(without.get_by_role("dialog", name="Notifications")).to_be_visible()
     expect(without.get_by_role("button", name="Enable desktop notifications")).to_be_hidden()
+
+
+@pytest.mark.timeout(60)
+def test_readme_embed_example_works_as_pasted(
+    context: Any, server: Any, publisher: Any, embedder: Embedder, console: Any
+) -> None:
+    """The README's ten lines, only the server's address changed, on another origin."""
+    snippet = readme_snippet()
+    assert len(snippet.strip().splitlines()) <= 10
+    publisher.unicast("123", "Hello from the README")
+    page = context.new_page()
+    page.goto(f"{embedder.url}/readme")
+    expect(inbox(page)).to_have_attribute("data-connection", "live", timeout=LIVE_TIMEOUT)
+    expect_badge(page, 1)
+    bell(page).click()
+    expect(rows(page, "Hello from the README")).to_have_count(1)
+    publisher.unicast("123", "And a live one")
+    expect(rows(page, "And a live one")).to_have_count(1, timeout=LIVE_TIMEOUT)
+    assert console.app_errors() == []
