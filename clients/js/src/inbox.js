@@ -118,11 +118,13 @@ export class MercurioInbox extends Base {
       this._tokenProvider = typeof fn === 'function' ? fn : null;
     }
     document.addEventListener('click', this._onDocumentClick, true);
+    window.addEventListener('resize', this._onResize);
     this._restart();
   }
 
   disconnectedCallback() {
     document.removeEventListener('click', this._onDocumentClick, true);
+    window.removeEventListener('resize', this._onResize);
     this._stop();
   }
 
@@ -137,6 +139,7 @@ export class MercurioInbox extends Base {
     panel.hidden = false;
     bell.setAttribute('aria-expanded', 'true');
     this._place();
+    document.addEventListener('scroll', this._onResize, { capture: true, passive: true });
     title.focus({ preventScroll: true });
     this._renderTimes();
     this._clock = setInterval(() => this._renderTimes(), 30000);
@@ -150,6 +153,7 @@ export class MercurioInbox extends Base {
     panel.hidden = true;
     bell.setAttribute('aria-expanded', 'false');
     clearInterval(this._clock);
+    document.removeEventListener('scroll', this._onResize, { capture: true });
     if (focusBell && inside) bell.focus();
   }
 
@@ -180,19 +184,43 @@ export class MercurioInbox extends Base {
     this._onDocumentClick = (e) => {
       if (this.open && !e.composedPath().includes(this)) this.hide({ focusBell: false });
     };
-    window.addEventListener('resize', () => { if (this.open) this._place(); });
+    this._onResize = () => { if (this.open) this._place(); };
   }
 
-  /** Keep the panel inside the viewport: shift it sideways when it would stick out. */
+  /** Place the panel under the bell, fixed to the viewport (so that no scrolling or clipping
+   * ancestor can hide it), inside the bell's box: the nearest clipping ancestor, else the
+   * viewport; narrower when the box is, shifted sideways when it would stick out. */
   _place() {
-    const { panel } = this._ui;
-    panel.style.transform = '';
-    const rect = panel.getBoundingClientRect();
-    const width = document.documentElement.clientWidth;
-    let dx = 0;
-    if (rect.right > width - 8) dx = width - 8 - rect.right;
-    if (rect.left + dx < 8) dx = 8 - rect.left;
-    if (dx) panel.style.transform = `translateX(${Math.round(dx)}px)`;
+    const { panel, bell } = this._ui;
+    const box = this._box();
+    const anchor = bell.getBoundingClientRect();
+    const top = Math.round(anchor.bottom + 8);
+    panel.style.position = 'fixed';
+    panel.style.top = `${top}px`;
+    panel.style.right = 'auto';
+    panel.style.maxWidth = `${Math.max(200, Math.floor(box.right - box.left - 16))}px`;
+    const room = Math.max(160, window.innerHeight - top - 8);
+    panel.style.maxHeight = `min(var(--mercurio-panel-max-height, min(70vh, 560px)), ${room}px)`;
+    const width = panel.offsetWidth;
+    let left = anchor.right - width; // right edges aligned, as a menu under a bell at the right
+    left = Math.min(left, box.right - 8 - width);
+    left = Math.max(left, box.left + 8);
+    panel.style.left = `${Math.round(left)}px`;
+  }
+
+  _box() {
+    let left = 0;
+    let right = document.documentElement.clientWidth;
+    for (let el = this.parentElement || this.getRootNode().host; el; el = el.parentElement || (el.getRootNode() && el.getRootNode().host)) {
+      if (el === document.body || el === document.documentElement) break;
+      if (getComputedStyle(el).overflowX !== 'visible') {
+        const rect = el.getBoundingClientRect();
+        left = Math.max(left, rect.left);
+        right = Math.min(right, rect.left + el.clientWidth);
+        break;
+      }
+    }
+    return { left, right };
   }
 
   // ---- lifecycle ------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ PAGE = """<!doctype html>
   mercurio-inbox.themed::part(badge) { background: rgb(200, 0, 200); }
 </style></head>
 <body>
-<header><mercurio-inbox id="inbox" class="themed" server="%(server)s" client-id="%(user)s"
-  %(extra)s></mercurio-inbox><h1>Embedder</h1></header>
+%(wrap)s<header><mercurio-inbox id="inbox" class="themed" server="%(server)s"
+  client-id="%(user)s" %(extra)s></mercurio-inbox><h1>Embedder</h1></header>%(unwrap)s
 <main><p>Some page content.</p></main>
 <script type="module">
   import { MercurioClient } from '%(server)s/sdk/mercurio.js';
@@ -82,6 +82,10 @@ def readme_snippet() -> str:
     return dev[0]
 
 
+# A phone-width box in a wide page, which scrolls sideways if anything sticks out of it.
+NARROW = '<div id="narrow" style="width: 375px; overflow-x: auto; border: 1px solid #999">'
+
+
 class Embedder:
     """The other origin: serves the embedding page and mints tokens as a site's back end does."""
 
@@ -110,6 +114,8 @@ class Embedder:
                         "user": query.get("user", "123"),
                         "ttl": query.get("ttl", "3600"),
                         "extra": 'service-worker="/sw.js"' if "sw" in query else "",
+                        "wrap": NARROW if "narrow" in query else "",
+                        "unwrap": "</div>" if "narrow" in query else "",
                     }
                     self._send(200, "text/html; charset=utf-8", page)
                 else:
@@ -435,6 +441,31 @@ def test_phone_width_has_no_horizontal_overflow(
 
 
 @pytest.mark.timeout(60)
+def test_phone_width_container_in_a_wide_page(
+    context: Any, server: Any, publisher: Any, embedder: Embedder, console: Any, shot: Any
+) -> None:
+    """In a 375 px box of a 1280 px page, the bell at the box's left: the panel fits the box."""
+    publisher.unicast("123", {"title": "Boxed", "body": "y" * 200})
+    page = open_page(context, embedder, "123", narrow="1")
+    bell(page).click()
+    expect(rows(page)).to_have_count(1, timeout=LIVE_TIMEOUT)
+    box = page.locator("#narrow")
+    sizes = box.evaluate("b => [b.scrollWidth, b.clientWidth]")
+    assert sizes[0] <= sizes[1], f"the 375 px box overflows: {sizes}"
+    outer = box.bounding_box()
+    panel = page.locator("mercurio-inbox .panel").bounding_box()
+    assert outer is not None and panel is not None
+    assert panel["x"] >= outer["x"] and panel["x"] + panel["width"] <= outer["x"] + outer["width"]
+    # not clipped by the box, which scrolls: what is at the panel's middle is the panel
+    hit = "([x, y]) => document.elementFromPoint(x, y)?.id"
+    middle = [panel["x"] + panel["width"] / 2, panel["y"] + panel["height"] / 2]
+    assert page.evaluate(hit, middle) == "inbox"
+    expect(rows(page, "Boxed")).to_be_visible()
+    shot(page, "sdk-375-container")
+    assert console.app_errors() == []
+
+
+@pytest.mark.timeout(60)
 def test_theming_with_parts_and_custom_properties(
     context: Any, server: Any, publisher: Any, embedder: Embedder
 ) -> None:
@@ -472,12 +503,21 @@ def test_two_tabs_share_one_stream(
     assert len(requests.open_streams) == 1
     assert open_streams_on_server(server) == 1
 
+    # read in one tab: the other hears it as a read-state event (relayed if it follows)
+    first.get_by_role("button", name=re.compile("For both tabs")).click()
+    expect_badge(second, 0)
+    expect(rows(second, "For both tabs")).not_to_have_class(re.compile(r"\bunread\b"))
+    second.wait_for_function(
+        "() => window.__events.some(e => e.type === 'mercurio:read-state'"
+        " && e.detail.source === 'stream' && e.detail.status === 'read')"
+    )
+
     leader = requests.open_streams[0].frame.page
     follower = second if leader is first else first
     leader.close()
     publisher.unicast("123", "After the leader left")
     expect(rows(follower, "After the leader left")).to_have_count(1, timeout=LIVE_TIMEOUT)
-    expect_badge(follower, 2)
+    expect_badge(follower, 1)
     expect(inbox(follower)).to_have_attribute("data-connection", "live", timeout=LIVE_TIMEOUT)
     assert len(requests.open_streams) == 1
     assert console.app_errors() == []
