@@ -7,6 +7,8 @@
 // States: "connecting" (first attempt), "live" (the stream is open), "reconnecting" (waiting
 // or retrying after a failure), "offline" (the browser is offline), "closed" (stopped).
 
+import { MercurioError } from './errors.js';
+
 const NAMED_EVENTS = ['read-state', 'reset', 'token-expired'];
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_CAP_MS = 15000;
@@ -152,9 +154,36 @@ export class StreamConnection {
     for (const name of NAMED_EVENTS) {
       es.addEventListener(name, (e) => this._dispatch(gen, name, e.data, e.lastEventId));
     }
-    es.onerror = () => {
+    let opened = false;
+    es.addEventListener('open', () => { opened = true; });
+    es.onerror = async () => {
       es.close(); // the ticket is spent: never let the EventSource retry on its own
-      this._failed(gen, new Error('the stream was interrupted'));
+      // An EventSource never says why it was refused; when it never opened, ask once with
+      // fetch, so that "too many open streams" (429) or a refused token is said in words.
+      const why = opened ? null : await this._refusal(gen);
+      this._failed(gen, why || new Error('the stream was interrupted'));
     };
+  }
+
+  /** The server's refusal of this stream as a MercurioError, or null (unreachable, or open). */
+  async _refusal(gen) {
+    const ctrl = new AbortController();
+    try {
+      const token = await this.client.tokens.get();
+      if (gen !== this.generation) return null;
+      const url = this.client.streamURL({ lastEventId: this.getLastEventId(), categories: this.categories });
+      const response = await this.client._fetch(url, {
+        headers: { Accept: 'text/event-stream', Authorization: `Bearer ${token}` },
+        signal: ctrl.signal,
+      });
+      if (response.ok) return null; // it opens now: the next attempt will do
+      const body = await response.json().catch(() => null);
+      const text = body && typeof body.error === 'string' ? body.error : `HTTP ${response.status}`;
+      return new MercurioError(response.status, text, body);
+    } catch {
+      return null;
+    } finally {
+      ctrl.abort(); // never keep the probe's stream open
+    }
   }
 }

@@ -587,3 +587,41 @@ def test_readme_embed_example_works_as_pasted(
     publisher.unicast("123", "And a live one")
     expect(rows(page, "And a live one")).to_have_count(1, timeout=LIVE_TIMEOUT)
     assert console.app_errors() == []
+
+
+@pytest.mark.timeout(120)
+def test_stream_limit_is_said_in_words(
+    context: Any, server: Any, embedder: Embedder, console: Any
+) -> None:
+    """A user already at the server's stream limit (another device holds it): the element
+    says the limit was hit instead of "reconnecting" forever, and still lists."""
+    server.stop()
+    server.env["MERCURIO_MAX_STREAMS_PER_CLIENT"] = "1"
+    server.start()
+    publisher = httpx.post(
+        f"{server.url}/api/dev/token", json={"userID": "666", "publisher": True}
+    ).json()["token"]
+    httpx.post(
+        f"{server.url}/api/events/unicast",
+        json={"sourceID": "tests", "destinationID": "123", "data": "Listed anyway"},
+        headers={"Authorization": f"Bearer {publisher}"},
+    ).raise_for_status()
+    token = embedder.mint("123", 600)
+    with httpx.stream(
+        "GET",
+        f"{server.url}/api/clients/123/notifications/stream",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ) as other_device:
+        assert other_device.status_code == 200
+        page = context.new_page()
+        page.goto(embedder.page_url("123"))
+        bell(page).click()
+        expect(rows(page, "Listed anyway")).to_have_count(1, timeout=LIVE_TIMEOUT)
+        status = page.locator("mercurio-inbox .status")
+        expect(status).to_contain_text("too many open streams", timeout=LIVE_TIMEOUT)
+        expect(inbox(page)).to_have_attribute("data-connection", "reconnecting")
+    # the other device left: a later attempt gets the stream
+    expect(inbox(page)).to_have_attribute("data-connection", "live", timeout=40_000)
+    expect(page.locator("mercurio-inbox .status")).to_be_hidden()
+    assert [e for e in console.app_errors() if "429" not in e] == []

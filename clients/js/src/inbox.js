@@ -258,7 +258,7 @@ export class MercurioInbox extends Base {
       onNotification: (n) => this._onNotification(n),
       onReadState: (d) => this._onReadState(d),
       onReset: () => this._load(),
-      onStatus: (s) => this._onStatus(s),
+      onStatus: (s, detail) => this._onStatus(s, detail),
     });
     this._initPush(session);
   }
@@ -373,10 +373,14 @@ export class MercurioInbox extends Base {
     this._render();
   }
 
-  _onStatus(state) {
+  _onStatus(state, detail = {}) {
     const { status } = this._ui;
-    status.textContent = STATUS_TEXT[state] || '';
-    status.hidden = !STATUS_TEXT[state];
+    const refused = detail.error && detail.error.status >= 400 ? detail.error : null;
+    const text = refused && state === 'reconnecting'
+      ? `Not receiving live: ${refused.message}. Retrying…`
+      : STATUS_TEXT[state] || '';
+    status.textContent = text;
+    status.hidden = !text;
     if (state === 'live' && this._wasDown) this._load(); // read states changed meanwhile are not replayed
     this._wasDown = state === 'reconnecting' || state === 'offline';
     this.dataset.connection = state;

@@ -32,6 +32,12 @@ function call(fn, ...args) {
   try { fn(...args); } catch (err) { console.warn('mercurio: a subscriber failed', err); }
 }
 
+/** A refusal the leader saw, as a structured-clonable {status, message} for the other tabs. */
+function plainError(detail) {
+  const err = detail && detail.error;
+  return err ? { status: err.status || 0, message: String(err.message || err) } : null;
+}
+
 export class SharedStream {
   constructor(client, key) {
     this.client = client;
@@ -110,7 +116,7 @@ export class SharedStream {
       },
       onState: (state, detail) => {
         this._setStatus(state, detail);
-        this._post({ type: 'state', state, lastEventId: this.lastEventId });
+        this._post({ type: 'state', state, lastEventId: this.lastEventId, error: plainError(detail) });
       },
     });
     this.conn.start();
@@ -129,7 +135,7 @@ export class SharedStream {
     if (this.isLeader) return; // only followers take relayed events
     this.bump(msg.lastEventId);
     if (msg.type === 'event') this._deliver(msg.event, msg.data, msg.id);
-    else if (msg.type === 'state') this._setStatus(msg.state, {});
+    else if (msg.type === 'state') this._setStatus(msg.state, msg.error ? { error: msg.error } : {});
     else if (msg.type === 'leader-leaving') this._setStatus('reconnecting', {});
   }
 

@@ -8,12 +8,12 @@ import { fakeEventSourceClass, fakeFetch, json, jwt, until } from '../testing/fa
 let clients = 0;
 
 /** A client whose tickets are t1, t2, … and whose EventSources the test drives. */
-function setup() {
+function setup(streamAnswer = () => json(404, { error: 'not found' })) {
   const { FakeEventSource, opened } = fakeEventSourceClass();
   let tickets = 0;
   const { fetch, calls } = fakeFetch((url) => (url.endsWith('/stream-tickets')
     ? json(200, { ticket: `t${++tickets}`, expiresIn: 60 })
-    : json(404, { error: 'not found' })));
+    : streamAnswer(url)));
   let n = 0;
   const client = new MercurioClient({
     server: 'https://notify.example',
@@ -129,4 +129,31 @@ test('a throwing subscriber neither stops the stream nor the other subscribers',
   } finally {
     console.warn = warn;
   }
+});
+
+test('a stream refused before it opened is asked why with fetch: 429 is said in words', async () => {
+  const { client, opened, calls } = setup(() => json(429, { error: 'too many open streams: at most 10 per client' }));
+  const seen = [];
+  const sub = client.subscribe({ onStatus: (s, detail) => seen.push([s, detail && detail.error]) });
+  await until(() => opened.length === 1);
+  opened[0].fail();
+  await until(() => seen.some(([s, e]) => s === 'reconnecting' && e), 'the refusal');
+  const [, error] = seen.find(([s, e]) => s === 'reconnecting' && e);
+  assert.equal(error.status, 429);
+  assert.equal(error.message, 'too many open streams: at most 10 per client');
+  const probe = calls.find((c) => c.url.includes('/notifications/stream'));
+  assert.match(probe.headers.Authorization, /^Bearer /);
+  assert.ok(!new URL(probe.url).searchParams.has('ticket'));
+  sub.close();
+});
+
+test('a stream that was open and broke is not probed', async () => {
+  const { client, opened, calls } = setup();
+  const sub = client.subscribe({});
+  await until(() => opened.length === 1);
+  opened[0].open();
+  opened[0].fail();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.ok(!calls.some((c) => c.url.includes('/notifications/stream')));
+  sub.close();
 });

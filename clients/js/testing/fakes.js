@@ -35,7 +35,10 @@ export function fakeEventSourceClass() {
     }
     addEventListener(type, fn) { (this.listeners[type] ||= []).push(fn); }
     close() { this.closed = true; }
-    open() { this.onopen && this.onopen({}); }
+    open() {
+      for (const fn of this.listeners.open || []) fn({});
+      this.onopen && this.onopen({});
+    }
     message(data, id) { this.onmessage && this.onmessage({ data: JSON.stringify(data), lastEventId: String(id ?? '') }); }
     emit(type, data) { for (const fn of this.listeners[type] || []) fn({ data: JSON.stringify(data), lastEventId: '' }); }
     fail() { this.onerror && this.onerror({}); }
