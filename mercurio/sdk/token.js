@@ -1,6 +1,6 @@
 // The JWT an embedder hands us through an async `token()` function: kept while it is fresh,
-// asked for again shortly before it expires (its `exp` claim), after a 401 and after the
-// stream said `token-expired`. Concurrent callers share one call of the provider.
+// asked for again shortly before it expires (its `exp` claim: on a timer while a stream is
+// live, else at the next call), after a 401 and after the stream said `token-expired`. Concurrent callers share one call of the provider.
 
 import { MercurioError } from './errors.js';
 
@@ -19,14 +19,14 @@ export function jwtClaims(token) {
   }
 }
 
-/** When a token must be renewed (ms since the epoch), or Infinity for one without `exp`. */
-export function renewAt(token, margin = REFRESH_MARGIN_MS) {
+/** When a token received at `now` must be renewed (ms since the epoch), or Infinity for one
+ * without `exp`: the margin before exp, or, for a token living less than four margins, a
+ * quarter of its life before exp (so a short token is not renewed again and again). */
+export function renewAt(token, margin = REFRESH_MARGIN_MS, now = Date.now()) {
   const exp = jwtClaims(token).exp;
   if (typeof exp !== 'number' || !Number.isFinite(exp)) return Infinity;
-  // A token living less than twice the margin is renewed at half its remaining life instead.
-  const iat = jwtClaims(token).iat;
-  const life = typeof iat === 'number' ? (exp - iat) * 1000 : Infinity;
-  return exp * 1000 - Math.min(margin, life / 2);
+  const left = Math.max(0, exp * 1000 - now);
+  return exp * 1000 - Math.min(margin, left / 4);
 }
 
 export class TokenSource {
@@ -48,7 +48,41 @@ export class TokenSource {
     this._token = null;
     this._renewAt = 0;
     this._pending = null;
+    this._holders = 0;
+    this._timer = null;
     this.calls = 0; // how many times the provider was asked: tests and debugging
+  }
+
+  /** Keep a fresh token at hand (asked for before expiry) while anyone holds it: a live
+   * stream does, so that its reconnects and the REST calls never wait for the provider. */
+  hold() {
+    this._holders++;
+    if (this._holders === 1 && this._token) this._schedule();
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this._holders === 0) { clearTimeout(this._timer); this._timer = null; }
+    };
+  }
+
+  _schedule() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (this._holders === 0 || !Number.isFinite(this._renewAt)) return;
+    const delay = Math.max(1000, this._renewAt - this._now());
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this.refresh().catch(() => this._retryLater());
+    }, delay);
+    if (this._timer && typeof this._timer.unref === 'function') this._timer.unref();
+  }
+
+  _retryLater() {
+    // the provider failed: try again in a while (the next request would anyway)
+    if (this._holders === 0) return;
+    this._timer = setTimeout(() => { this.refresh().catch(() => this._retryLater()); }, 5000);
+    if (this._timer && typeof this._timer.unref === 'function') this._timer.unref();
   }
 
   /** A token fresh enough to send now. */
@@ -68,7 +102,8 @@ export class TokenSource {
             throw new MercurioError(401, 'the token function returned no token');
           }
           this._token = token;
-          this._renewAt = renewAt(token, this._margin);
+          this._renewAt = renewAt(token, this._margin, this._now());
+          this._schedule();
           return token;
         } finally {
           this._pending = null;

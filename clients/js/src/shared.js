@@ -99,6 +99,7 @@ export class SharedStream {
     if (this.isLeader) this._post({ type: 'leader-leaving', lastEventId: this.lastEventId });
     this.isLeader = false;
     if (this.conn) { this.conn.stop(); this.conn = null; }
+    if (this._unhold) { this._unhold(); this._unhold = null; }
     if (this._abort) { this._abort.abort(); this._abort = null; }
     if (this._release) { this._release(); this._release = null; }
     if (this.channel) { this.channel.close(); this.channel = null; }
@@ -107,6 +108,7 @@ export class SharedStream {
 
   _lead() {
     this.isLeader = true;
+    this._unhold = this.client.tokens.hold();
     this.conn = new StreamConnection({
       client: this.client,
       getLastEventId: () => this.lastEventId,
