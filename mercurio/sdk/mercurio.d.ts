@@ -67,7 +67,11 @@ export interface SubscribeHandlers {
   onReadState?: (change: ReadState) => void;
   /** The replay was cut short (too much missed): reload the list. */
   onReset?: () => void;
-  onStatus?: (status: StreamStatus, detail?: { delay?: number; error?: Error }) => void;
+  /**
+   * The stream's state; `detail.error` says why it is not live when the server refused it
+   * (e.g. status 429, "too many open streams: at most 10 per client").
+   */
+  onStatus?: (status: StreamStatus, detail?: { delay?: number; error?: { status?: number; message: string } }) => void;
   /** Resume after this notification id (e.g. the newest one listed). */
   lastEventId?: number;
 }
