@@ -26,6 +26,7 @@ from mercurio.api.layers import (
     RequestContext,
     StreamRouter,
 )
+from mercurio.api.sdk import SDK_DIR, SdkFiles
 from mercurio.config import Settings
 from mercurio.node import Node
 
@@ -88,6 +89,8 @@ def build_rest_app(node: Node) -> RestApp:
     app.include_router(ops.router)
     if STATIC_DIR.is_dir():
         app.mount("/app", StaticFiles(directory=STATIC_DIR, html=True), name="app")
+    if SDK_DIR.is_dir():
+        app.mount("/sdk", SdkFiles(directory=SDK_DIR), name="sdk")
     return app
 
 
