@@ -456,7 +456,7 @@ async def test_inbox_calls_list_get_read_unread_delete_count_and_preferences(
         assert await inbox.preferences() == ["billing", "deploys"]
         with pytest.raises(MercurioError) as bad:
             await inbox.set_preferences(["Not A Slug"])
-        assert bad.value.status == 400
+        assert bad.value.status == 422
         assert await inbox.preferences() == ["billing", "deploys"]  # untouched
 
         with pytest.raises(MercurioError) as other:

@@ -95,6 +95,10 @@ def _complete_operation(operation: Schema) -> None:
     operation["parameters"] = kept
     if authorized:
         operation["security"] = [{BEARER: []}]
+    # The raw HTTP layer answers any route so before routing.
+    operation.setdefault("responses", {}).setdefault(
+        "414", {"description": "The request URL is longer than the server takes"}
+    )
     for answer in operation.get("responses", {}).values():
         for content in answer.get("content", {}).values():
             # A declared answer model beside FastAPI's schema of the route's `dict` return:
