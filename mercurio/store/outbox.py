@@ -67,6 +67,19 @@ class Outbox:
             sa.or_(d.c.lease_until.is_(None), d.c.lease_until < now),
         )
 
+    def _being_sent(self, now: float) -> sa.ColumnElement[bool]:
+        """The row's client has a leased row: a digest for it is being sent right now."""
+        busy = deliveries.alias("busy")
+        return (
+            sa.select(busy.c.id)
+            .where(
+                busy.c.channel == self.channel,
+                busy.c.client_id == d.c.client_id,
+                busy.c.lease_until >= now,
+            )
+            .exists()
+        )
+
     async def claim(self, limit: int, *, whole_client: bool = False) -> list[Delivery]:
         """Lease up to `limit` due rows; with whole_client, also their clients' other free rows
         (an e-mail digest takes everything a client is owed)."""
@@ -78,6 +91,9 @@ class Outbox:
                 .order_by(d.c.due_at, d.c.id)
                 .limit(limit)
             )
+            if whole_client:
+                await _one_claim_at_a_time(conn, self.channel)
+                due = due.where(~self._being_sent(now))
             rows = (await conn.execute(_skip_locked(conn, due))).all()
             ids = {row.id for row in rows}
             if whole_client and rows:
@@ -148,6 +164,18 @@ class Outbox:
         async with self._engines.read_engine().connect() as conn:
             depth, oldest = (await conn.execute(query)).one()
         return Backlog(int(depth), utc(oldest).timestamp() if oldest is not None else None)
+
+
+async def _one_claim_at_a_time(conn: AsyncConnection, channel: str) -> None:
+    """On PostgreSQL, whole-client claims of one channel queue behind each other until commit.
+
+    SKIP LOCKED alone lets two nodes each lock a different row of one client in the same
+    instant, and each would send that client a digest. Behind this lock, a claim sees the
+    leases the one before it committed (READ COMMITTED takes a snapshot per statement).
+    """
+    if conn.dialect.name != "sqlite":
+        key = sa.func.hashtext(f"mercurio.outbox.{channel}")
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 def _skip_locked(conn: AsyncConnection, query: sa.Select[Any]) -> sa.Select[Any]:
