@@ -7,6 +7,7 @@ import { TokenSource } from './token.js';
 import { sharedStream } from './shared.js';
 
 const STATUSES = ['all', 'read', 'unread'];
+const TRANSPORTS = ['eventsource', 'fetch'];
 
 /** The server's base URL without a trailing slash; '' means this page's origin. */
 export function normalizeServer(server) {
@@ -57,14 +58,20 @@ export class MercurioClient {
    * @param {(() => Promise<string>) | string} options.token  an async function returning a JWT
    * @param {typeof fetch} [options.fetch]  a fetch implementation (tests)
    * @param {typeof EventSource} [options.EventSource]  an EventSource constructor (tests)
+   * @param {'eventsource'|'fetch'} [options.transport]  how subscribe() reads the stream: a
+   *   native EventSource with single-use tickets (default), or fetch() with the JWT in a header
    */
-  constructor({ server, clientId, token, fetch: fetchImpl, EventSource: esImpl } = {}) {
+  constructor({ server, clientId, token, fetch: fetchImpl, EventSource: esImpl, transport } = {}) {
     if (clientId == null || String(clientId) === '') throw new TypeError('MercurioClient: clientId is required');
     this.server = normalizeServer(server);
     this.clientId = String(clientId);
     this.tokens = new TokenSource(token);
     this._fetch = fetchImpl || ((...args) => globalThis.fetch(...args));
     this._EventSource = esImpl || globalThis.EventSource;
+    if (transport != null && !TRANSPORTS.includes(transport)) {
+      throw new TypeError(`MercurioClient: transport must be one of ${TRANSPORTS.join(', ')}, got ${JSON.stringify(transport)}`);
+    }
+    this.transport = transport || 'eventsource';
     this._base = `/api/clients/${encodeURIComponent(this.clientId)}`;
   }
 

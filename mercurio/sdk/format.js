@@ -1,5 +1,5 @@
 // Turning a notification's parts into text: its age and its data (any JSON a publisher sent).
-// Pure functions, no DOM (the same rules as the web app's mercurio/web/static/format.js).
+// Pure functions, no DOM (the web app at /app/ renders with these too).
 
 export function relativeTime(iso, now = Date.now()) {
   const t = Date.parse(iso);

@@ -94,6 +94,11 @@ export interface MercurioClientOptions {
   fetch?: typeof fetch;
   /** An EventSource constructor (default: globalThis.EventSource). */
   EventSource?: typeof EventSource;
+  /**
+   * How subscribe() reads the stream: "eventsource" (default), a native EventSource with
+   * single-use tickets; or "fetch", fetch() with the JWT in an Authorization header.
+   */
+  transport?: 'eventsource' | 'fetch';
 }
 
 /** The server answered with an error status; `message` is its {"error": "..."} text. */
@@ -113,6 +118,7 @@ export class MercurioClient {
   constructor(options: MercurioClientOptions);
   readonly server: string;
   readonly clientId: string;
+  readonly transport: 'eventsource' | 'fetch';
 
   list(options?: ListOptions): Promise<NotificationPage>;
   get(id: number): Promise<Notification>;

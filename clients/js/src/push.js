@@ -1,6 +1,6 @@
 // Web Push for the inbox's opt-in: a service worker of the embedding page's origin, the
 // server's VAPID key, PushManager.subscribe() and POST /api/clients/{c}/push-subscriptions
-// (the same steps as the web app's mercurio/web/static/push.js).
+// (the web app at /app/ uses this too, around its own button).
 
 export function pushSupported() {
   return typeof window !== 'undefined' && 'serviceWorker' in navigator && 'PushManager' in window &&

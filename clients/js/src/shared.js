@@ -71,7 +71,8 @@ export class SharedStream {
 
   bump(id) {
     const n = Number(id);
-    if (id != null && Number.isSafeInteger(n) && n > 0 && (this.lastEventId == null || n > this.lastEventId)) {
+    // 0 is a cursor too: an inbox that was empty when listed replays all that arrives after
+    if (id != null && Number.isSafeInteger(n) && n >= 0 && (this.lastEventId == null || n > this.lastEventId)) {
       this.lastEventId = n;
     }
   }

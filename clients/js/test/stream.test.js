@@ -157,3 +157,41 @@ test('a stream that was open and broke is not probed', async () => {
   assert.ok(!calls.some((c) => c.url.includes('/notifications/stream')));
   sub.close();
 });
+
+test('the fetch transport sends the JWT in a header, never a ticket, and parses the frames', async () => {
+  let push;
+  const body = new ReadableStream({ start(c) { push = c; } });
+  const { fetch, calls } = fakeFetch((url) => (url.includes('/notifications/stream')
+    ? new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } })
+    : json(404, { error: 'not found' })));
+  const client = new MercurioClient({
+    server: 'https://notify.example', clientId: `c${++clients}`, token: jwt({ user_id: 'x' }), fetch, transport: 'fetch',
+  });
+  const got = [];
+  const states = [];
+  const sub = client.subscribe({ onNotification: (n) => got.push(n), onStatus: (s) => states.push(s), lastEventId: 4 });
+  await until(() => states.includes('live'), 'live');
+  const enc = new TextEncoder();
+  push.enqueue(enc.encode(': heartbeat\n\nid: 5\ndata: {"notificationID": 5, "da'));
+  push.enqueue(enc.encode('ta": "hi"}\n\n'));
+  await until(() => got.length === 1, 'the notification');
+  assert.equal(got[0].data, 'hi');
+  const stream = calls.find((c) => c.url.includes('/notifications/stream'));
+  assert.match(stream.headers.Authorization, /^Bearer /);
+  assert.equal(new URL(stream.url).searchParams.get('ticket'), null);
+  assert.equal(new URL(stream.url).searchParams.get('lastEventId'), '4');
+  assert.ok(!calls.some((c) => c.url.endsWith('/stream-tickets')), 'no ticket for the fetch transport');
+  sub.close();
+});
+
+test('the fetch transport says why the server refused the stream', async () => {
+  const { fetch } = fakeFetch(() => json(429, { error: 'too many open streams: at most 10 per client' }));
+  const client = new MercurioClient({ clientId: `c${++clients}`, token: jwt({ user_id: 'x' }), fetch, transport: 'fetch' });
+  const errors = [];
+  const sub = client.subscribe({ onStatus: (s, d) => { if (d && d.error) errors.push(d.error); } });
+  await until(() => errors.length > 0, 'the refusal');
+  assert.equal(errors[0].status, 429);
+  assert.match(errors[0].message, /too many open streams/);
+  sub.close();
+  assert.throws(() => new MercurioClient({ clientId: 'x', token: 't', transport: 'websocket' }), TypeError);
+});

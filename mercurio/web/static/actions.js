@@ -1,13 +1,21 @@
 // What the user does to notifications: open one (marks it read), the per-item menu (mark read
 // or unread, delete; keyboard operable) and "Mark all read". Each change shows at once and is
-// undone if the server refuses it.
+// undone, badge included, if it cannot be made: the item and the badge never disagree.
 
 import { ui } from './dom.js';
 import { state, session } from './state.js';
 import { announce, showError } from './banner.js';
 import { setUnread, scheduleCountRefresh } from './header.js';
-import { syncList } from './list.js';
+import { syncList, toggleMore } from './list.js';
 import { loadList } from './loading.js';
+
+/** Why a change could not be made, in words: offline is said as such, not "Failed to fetch". */
+function failure(what, err) {
+  if ((err && err.network) || navigator.onLine === false) {
+    return `You are offline: could not ${what}. Try again once you are back online.`;
+  }
+  return `Could not ${what}: ${err.message}`;
+}
 
 async function setRead(id, read) {
   const n = state.items.get(id);
@@ -23,8 +31,10 @@ async function setRead(id, read) {
     showError('');
   } catch (err) {
     n.readAt = before;
+    state.countVersion++;
+    setUnread(state.unread + (read ? 1 : -1));
     syncList();
-    showError(`Could not mark ${read ? 'read' : 'unread'}: ${err.message}`);
+    showError(failure(`mark it ${read ? 'read' : 'unread'}`, err));
   }
   scheduleCountRefresh();
 }
@@ -37,7 +47,7 @@ export async function markReadByID(id) {
     showError('');
   } catch (err) {
     // 404: deleted meanwhile, nothing left to mark
-    if (err.status !== 404) showError(`Could not mark read: ${err.message}`);
+    if (err.status !== 404) showError(failure('mark it read', err));
   }
   scheduleCountRefresh();
 }
@@ -49,14 +59,15 @@ async function removeItem(id) {
   if (!n.readAt) { state.countVersion++; setUnread(state.unread - 1); }
   syncList();
   try {
-    await session.api.remove(id);
+    await session.api.delete(id);
     showError('');
     announce('Notification deleted');
   } catch (err) {
     if (err.status !== 404) {
       state.items.set(id, n);
+      if (!n.readAt) { state.countVersion++; setUnread(state.unread + 1); }
       syncList();
-      showError(`Could not delete: ${err.message}`);
+      showError(failure('delete it', err));
     }
   }
   scheduleCountRefresh();
@@ -65,17 +76,23 @@ async function removeItem(id) {
 export async function markAllRead() {
   const category = state.filter.category || undefined;
   const now = new Date().toISOString();
-  for (const n of state.items.values()) if (!n.readAt && (!category || n.category === category)) n.readAt = now;
+  const changed = [...state.items.values()].filter((n) => !n.readAt && (!category || n.category === category));
+  const unreadBefore = state.unread;
+  for (const n of changed) n.readAt = now;
   state.countVersion++;
   if (!category) setUnread(0);
   syncList();
   try {
-    await session.api.markAllRead(category);
+    await session.api.markAllRead({ category });
     showError('');
     announce(category ? `All “${category}” notifications marked read` : 'All notifications marked read');
   } catch (err) {
-    showError(`Could not mark all read: ${err.message}`);
-    loadList().catch(() => {});
+    for (const n of changed) n.readAt = null;
+    state.countVersion++;
+    setUnread(unreadBefore);
+    syncList();
+    showError(failure('mark all read', err));
+    if (!err.network) loadList().catch(() => {});
   }
   scheduleCountRefresh(0);
 }
@@ -108,6 +125,7 @@ export function wireItemActions() {
     const li = e.target.closest('.item');
     if (!li) return;
     const id = Number(li.dataset.id);
+    if (e.target.closest('.show-more')) { toggleMore(li); return; }
     const menuBtn = e.target.closest('.menu-btn');
     if (menuBtn) { toggleMenu(menuBtn); return; }
     const action = e.target.closest('.menu-item');

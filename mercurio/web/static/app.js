@@ -6,24 +6,28 @@
 //
 // Other query parameters:
 //   ?transport=fetch   read the stream with fetch() + Authorization header instead of the
-//                      default native EventSource + single-use stream ticket.
+//                      default native EventSource + single-use stream ticket (the SDK's
+//                      `transport` option).
 //   ?view=inbox|publisher   show only one of the two panels.
 //
-// The modules, each with one job:
+// The data and the stream come from the SDK (/sdk/, clients/js/src): MercurioClient makes the
+// REST calls, renews the token and holds the live stream shared by the tabs; PushOptIn does
+// the Web Push subscription. The app's own modules are the page around them, each with one job:
 //   dom.js (the page's elements), state.js (the model), format.js (data → text),
 //   banner.js (error banner, announcements), header.js (connection indicator, unread badge),
 //   list.js (rendering the list), categories.js (category filter and mute table),
 //   prefs.js (preferences: mutes, per channel too, and the channel switches),
 //   loading.js (loading, with backoff), events.js (stream events),
-//   actions.js (read/unread/delete, the item menu), streaming.js (the stream shared by tabs),
-//   identity.js (who am I), publisher.js (the publisher console), push.js (the "Enable desktop
-//   notifications" control: Web Push subscription), desktop.js (the desktop notifications
-//   sw.js shows: closed when read anywhere, a click marks read), sw.js (the service worker).
+//   actions.js (read/unread/delete, the item menu), streaming.js (the SDK's stream, to the page),
+//   identity.js (who am I, development tokens), publisher.js (the publisher console), push.js
+//   (the "Enable desktop notifications" control around the SDK's PushOptIn), desktop.js (the
+//   desktop notifications sw.js shows: closed when read anywhere, a click marks read), sw.js
+//   (the service worker).
 //
-// Tabs of the same user share one stream (see tabs.js); state for tests and debugging is
-// exposed read-only as window.__mercurio.
+// Tabs of the same user share one stream (the SDK's shared.js); state for tests and debugging
+// is exposed read-only as window.__mercurio.
 
-import { Auth, ClientApi } from './api.js';
+import { MercurioClient } from '/sdk/client.js';
 import { initPublisher } from './publisher.js';
 import { $, ui } from './dom.js';
 import { state, session } from './state.js';
@@ -33,8 +37,8 @@ import { refreshTimes } from './list.js';
 import { wireMuteMenu } from './prefs.js';
 import { loadList, loadUntilItWorks, resync } from './loading.js';
 import { markAllRead, wireItemActions } from './actions.js';
-import { startStreaming, transport, wirePageLifecycle } from './streaming.js';
-import { resolveIdentity } from './identity.js';
+import { startStreaming, streamInfo, transport, wirePageLifecycle } from './streaming.js';
+import { resolveIdentity, tokenProvider } from './identity.js';
 import { closeAlreadyRead, handleLanding, wireDesktopNotifications } from './desktop.js';
 import { initPush } from './push.js';
 
@@ -60,6 +64,10 @@ function wireToolbar() {
 
   ui.markAll.addEventListener('click', () => { if (session.api) markAllRead(); });
   ui.loadMore.addEventListener('click', () => { if (session.api) loadList({ append: true }).catch(() => {}); });
+  // the inbox scrolls to below the sticky top bar, whose height changes as it wraps
+  const keepTopbarHeight = () => document.documentElement.style.setProperty('--topbar-h', `${ui.topbar.offsetHeight}px`);
+  keepTopbarHeight();
+  new ResizeObserver(keepTopbarHeight).observe(ui.topbar);
   ui.bell.addEventListener('click', () => {
     ui.inbox.hidden = false;
     ui.inbox.scrollIntoView({ block: 'start', behavior: 'smooth' });
@@ -113,12 +121,13 @@ async function boot() {
   ui.userInput.value = identity.user;
   ui.inboxSub.textContent = `User ${identity.user}`;
   setUnread(0);
-  const auth = new Auth(identity.token, identity.renew);
-  session.api = new ClientApi(auth, identity.user);
+  session.api = new MercurioClient({ clientId: identity.user, token: tokenProvider(identity), transport });
   try {
-    if (!auth.token) await auth.refresh();
+    await session.api.tokens.get();
   } catch (err) {
-    showError(`Could not get a token for user ${identity.user}: ${err.message}`);
+    showError(err.status === 404 && !identity.token
+      ? 'This server issues no development tokens (it runs in production): open the app with a token (#token=…) or from a page that gives one.'
+      : `Could not get a token for user ${identity.user}: ${err.message}`);
     setConn('offline');
     return;
   }
@@ -132,11 +141,11 @@ async function boot() {
 window.__mercurio = Object.freeze({
   get clientID() { return state.user; },
   get transport() { return transport; },
-  get isLeader() { return state.isLeader; },
+  get isLeader() { return streamInfo().isLeader; },
   get connection() { return state.conn; },
   get lastEventId() { return state.lastEventId; },
   get unreadCount() { return state.unread; },
-  get streamOpens() { return session.stream ? session.stream.opens : 0; },
+  get streamOpens() { return streamInfo().opens; },
   get ready() { return state.ready; },
   get itemIDs() { return [...state.items.keys()].sort((a, b) => b - a); },
 });

@@ -4,6 +4,7 @@
 export const $ = (sel, root = document) => root.querySelector(sel);
 
 export const ui = {
+  topbar: $('.topbar'),
   conn: $('#conn'),
   connText: $('#conn .conn-text'),
   bell: $('#bell'),
@@ -26,6 +27,7 @@ export const ui = {
   muteError: $('#mute-error'),
   mutedCount: $('#muted-count'),
   error: $('#inbox-error'),
+  streamStatus: $('#stream-status'),
   list: $('#list'),
   empty: $('#empty'),
   emptyText: $('#empty-text'),

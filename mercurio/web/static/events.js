@@ -1,6 +1,6 @@
 // What the stream says, applied to the inbox: a new notification, a read-state change made
 // elsewhere, or "reset". Events come from this tab's stream when it leads, or relayed by the
-// leader tab otherwise (tabs.js).
+// leader tab otherwise (the SDK's shared.js; see streaming.js).
 
 import { state, normalize, bumpCursor, matchesFilter } from './state.js';
 import { describe } from './format.js';

@@ -4,8 +4,14 @@
 import { ui } from './dom.js';
 import { state, session } from './state.js';
 
-const CONN_TEXT = { live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', offline: 'Offline', error: 'Error' };
-const CONN_TITLE = { live: 'Receiving notifications live', offline: 'Not connected', error: 'The server answered with an error' };
+const CONN_TEXT = {
+  live: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', offline: 'Offline', error: 'Error',
+  limit: 'Stream limit reached',
+};
+const CONN_TITLE = {
+  live: 'Receiving notifications live', offline: 'Not connected', error: 'The server answered with an error',
+  limit: 'This user has as many live streams open as the server allows',
+};
 
 let wasLive = false;
 let resync = null;
@@ -53,9 +59,9 @@ export async function loadCount() {
   const seq = ++countSeq;
   const version = state.countVersion;
   try {
-    const res = await session.api.unreadCount();
+    const count = await session.api.unreadCount();
     // a newer request, or a newer authoritative count (read-state event, local change) wins
-    if (seq === countSeq && version === state.countVersion) setUnread(res.unreadCount);
+    if (seq === countSeq && version === state.countVersion) setUnread(count);
   } catch (err) {
     console.warn('mercurio: unread count failed', err.message);
   }

@@ -9,16 +9,38 @@
 //      see desktop.js) names its user as `client`, taken the same way.
 //   3. Neither: resolveIdentity() returns null and the page asks which user to open.
 
-import { devToken } from './api.js';
+import { MercurioError, MercurioNetworkError } from '/sdk/errors.js';
+import { jwtClaims } from '/sdk/token.js';
 
-function jwtClaims(token) {
+/** A development token (POST /api/dev/token; a 404 in production, where it is not issued). */
+export async function devToken(userID, publisher = false) {
+  let response;
   try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const bin = atob(part.padEnd(Math.ceil(part.length / 4) * 4, '='));
-    return JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
-  } catch {
-    return {};
+    response = await fetch('/api/dev/token', {
+      method: 'POST',
+      headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ userID: String(userID), publisher }),
+    });
+  } catch (err) {
+    throw new MercurioNetworkError(`could not reach the server: ${(err && err.message) || err}`);
   }
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    const text = (data && typeof data.error === 'string' && data.error) || `HTTP ${response.status}`;
+    throw new MercurioError(response.status, text, data);
+  }
+  return data.token;
+}
+
+/** What the SDK's TokenSource asks for tokens: the given one first, then the renewer's. */
+export function tokenProvider({ token, renew }) {
+  if (!token) return renew;
+  if (!renew) return token; // fixed: a 401 is final
+  let first = token;
+  return async () => {
+    if (first) { const t = first; first = null; return t; }
+    return renew();
+  };
 }
 
 /** {user, token, renew}, {error} for a token without a user, or null when nobody is named. */

@@ -17,6 +17,9 @@ function renderItem(n) {
     const menu = $('.menu', li);
     menu.id = `menu-${n.notificationID}`;
     menuBtn.setAttribute('aria-controls', menu.id);
+    const textEl = $('.item-text', li);
+    textEl.id = `text-${n.notificationID}`;
+    $('.show-more', li).setAttribute('aria-controls', textEl.id);
   }
   const unread = !n.readAt;
   li.classList.toggle('unread', unread);
@@ -25,6 +28,7 @@ function renderItem(n) {
   const { title, text } = describe(n.data);
   const chip = $('.chip', li);
   chip.textContent = n.category;
+  chip.title = n.category; // the whole name, when a long one is cut
   chip.style.setProperty('--hue', hue(n.category));
   $('.item-source', li).textContent = n.sourceID ? `from ${n.sourceID}` : '';
   const time = $('.item-time', li);
@@ -34,7 +38,8 @@ function renderItem(n) {
   const titleEl = $('.item-title', li);
   titleEl.textContent = title;
   titleEl.hidden = !title;
-  $('.item-text', li).textContent = text;
+  const textEl = $('.item-text', li);
+  if (textEl.textContent !== text) textEl.textContent = text;
   const main = $('.item-main', li);
   main.setAttribute('aria-label', `${unread ? 'Unread. ' : ''}${title ? `${title}. ` : ''}${text}. ${n.category}, from ${n.sourceID || 'unknown'}, ${relativeTime(n.createdAt)}`);
   $('.menu-btn', li).setAttribute('aria-label', `Actions for notification ${n.notificationID}`);
@@ -89,7 +94,34 @@ export function syncList() {
       : state.filter.category ? `Nothing in “${state.filter.category}” yet.` : 'You’re all caught up. New notifications appear here live.';
   }
   ui.loadMore.hidden = state.nextBefore == null;
+  updateClamps();
 }
+
+/** "Show more" under each message the clamp cuts (CSS: four lines), none under the others. */
+export function updateClamps() {
+  const lis = [...nodes.values()];
+  // every measure first, then every change: one layout, however long the list
+  const cut = lis.map((li) => {
+    const text = $('.item-text', li);
+    return li.classList.contains('expanded') || text.scrollHeight > text.clientHeight + 1;
+  });
+  lis.forEach((li, i) => { $('.show-more', li).hidden = !cut[i]; });
+}
+
+/** The "Show more" / "Show less" button of an item. */
+export function toggleMore(li) {
+  const expanded = li.classList.toggle('expanded');
+  const btn = $('.show-more', li);
+  btn.setAttribute('aria-expanded', String(expanded));
+  btn.textContent = expanded ? 'Show less' : 'Show more';
+  btn.hidden = false;
+}
+
+let clampFrame = 0;
+window.addEventListener('resize', () => {
+  cancelAnimationFrame(clampFrame);
+  clampFrame = requestAnimationFrame(updateClamps);
+});
 
 /** Highlight a notification that just arrived live, for a moment. */
 export function flashNew(id) {

@@ -3,7 +3,7 @@
 
 import { ui } from './dom.js';
 import { state, session, normalize, bumpCursor, matchesFilter } from './state.js';
-import { backoffDelay } from './stream.js';
+import { backoffDelay } from '/sdk/stream.js';
 import { showError, waitOrRetry } from './banner.js';
 import { setConn, loadCount } from './header.js';
 import { syncList } from './list.js';

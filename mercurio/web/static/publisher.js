@@ -1,14 +1,61 @@
 // The publisher console: unicast, broadcast (comma-separated list) and announce, with a
 // category and the message as text or JSON. Uses a publisher token: window.MERCURIO_PUBLISHER_TOKEN
 // if the embedder gives one, otherwise a development token for publisher "666"
-// (POST /api/dev/token, only in MERCURIO_ENV development/test).
+// (POST /api/dev/token, only in MERCURIO_ENV development/test: in production the console says
+// it has no token instead of claiming one). Tokens are kept and renewed by the SDK's TokenSource.
 
-import { Api, Auth, ApiError, devToken } from './api.js';
+import { TokenSource } from '/sdk/token.js';
+import { devToken } from './identity.js';
 
 const SLUG = /^[a-z0-9_-]{1,32}$/;
 const PUBLISHER_ID = '666';
+const NO_TOKEN = 'Not signed in: this server issues no token to the page (it runs in production). '
+  + 'An embedding page gives the console one as window.MERCURIO_PUBLISHER_TOKEN.';
 
 const $ = (sel) => document.querySelector(sel);
+
+class Offline extends Error {}
+
+/** POST with the publisher token; the answer whatever its status ({status, ok, data}). */
+async function post(tokens, path, body) {
+  for (let attempt = 0; ; attempt++) {
+    const token = attempt === 0 ? await tokens.get() : await tokens.refresh();
+    let response;
+    try {
+      response = await fetch(path, {
+        method: 'POST',
+        headers: { Accept: 'application/json', 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      });
+    } catch {
+      throw new Offline(navigator.onLine === false
+        ? 'You are offline: nothing was sent.'
+        : 'The server could not be reached: nothing was sent.');
+    }
+    if (response.status === 401 && attempt === 0) continue; // maybe just expired: renew once
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+    return { status: response.status, ok: response.ok, data };
+  }
+}
+
+/** Say who the console publishes as, once that is known (never a token it does not have). */
+async function signIn(tokens, given, sub, send) {
+  if (given) { sub.textContent = 'Signed in with the embedder\'s publisher token.'; return; }
+  sub.textContent = `Signing in as publisher ${PUBLISHER_ID}…`;
+  try {
+    await tokens.get();
+    sub.textContent = `Signed in as publisher ${PUBLISHER_ID} (development token).`;
+  } catch (err) {
+    if (err.status === 404) {
+      sub.textContent = NO_TOKEN;
+      send.disabled = true;
+    } else {
+      sub.textContent = `Not signed in yet: ${err.message}. Sending tries again.`;
+    }
+  }
+}
 
 export function initPublisher() {
   const form = $('#pub-form');
@@ -26,10 +73,16 @@ export function initPublisher() {
   const output = $('#pub-output');
   const sub = $('#pub-sub');
 
-  const given = typeof window.MERCURIO_PUBLISHER_TOKEN === 'string' ? window.MERCURIO_PUBLISHER_TOKEN : null;
-  const auth = new Auth(given, given ? null : () => devToken(PUBLISHER_ID, true));
-  const api = new Api(auth);
-  sub.textContent = given ? 'Signed in with the embedder\'s publisher token.' : `Signed in as publisher ${PUBLISHER_ID} (development token).`;
+  const given = typeof window.MERCURIO_PUBLISHER_TOKEN === 'string' && window.MERCURIO_PUBLISHER_TOKEN
+    ? window.MERCURIO_PUBLISHER_TOKEN : null;
+  const tokens = new TokenSource(given || (() => devToken(PUBLISHER_ID, true)));
+  signIn(tokens, given, sub, send);
+
+  /** A send that did not happen or failed: the last answer must not still be shown as current. */
+  function showFailure(first, detail) {
+    output.classList.add('output-error');
+    output.textContent = detail ? `${first}\n${detail}` : first;
+  }
 
   const mode = () => form.querySelector('input[name="mode"]:checked').value;
 
@@ -103,6 +156,7 @@ export function initPublisher() {
       if (err.field) {
         fieldError(err.field, err.message);
         status.textContent = err.field === data ? 'Not sent.' : `Not sent: ${err.message}`;
+        showFailure('Not sent', err.message);
         err.field.focus();
         return;
       }
@@ -113,16 +167,19 @@ export function initPublisher() {
 
     send.disabled = true;
     status.textContent = 'Sending…';
+    output.classList.remove('output-error');
+    output.textContent = 'Sending…';
     const path = `/api/events/${m}`;
     try {
-      const res = await api.request('POST', path, payload, { raw: true });
+      const res = await post(tokens, path, payload);
       output.classList.toggle('output-error', !res.ok);
       output.textContent = `POST ${path} → ${res.status}\n${JSON.stringify(res.data, null, 2)}`;
       status.textContent = res.ok ? 'Sent.' : `Failed (${res.status}).`;
     } catch (err) {
-      output.classList.add('output-error');
-      output.textContent = `POST ${path} failed\n${err instanceof ApiError ? `${err.status} ${err.message}` : err.message}`;
-      status.textContent = 'Failed.';
+      const offline = err instanceof Offline;
+      const reason = offline ? err.message : `${err.status ? `${err.status} ` : ''}${err.message}`;
+      showFailure(`POST ${path} failed`, reason);
+      status.textContent = offline ? err.message : 'Failed.';
     } finally {
       send.disabled = false;
     }

@@ -18,13 +18,12 @@ export const state = {
     email: { enabled: true, muted: new Set() },
   },
   conn: 'offline',
-  isLeader: false,
   loading: null,           // {arrived: []} while the list is being (re)loaded
   ready: false,
 };
 
-/** The signed-in user's API client, the stream (leader tab only) and the tab coordinator. */
-export const session = { api: null, stream: null, coordinator: null };
+/** The signed-in user's MercurioClient (the SDK's), once boot() has made it. */
+export const session = { api: null };
 
 /** A notification from the list or the stream, with every field of the shape the app expects. */
 export function normalize(n) {

@@ -1,64 +1,62 @@
-// The live stream for the signed-in user: the tabs of one user elect a leader (tabs.js), the
-// leader holds the one stream (stream.js) and relays its events and connection state to the
-// other tabs, which only listen.
+// The live stream for the signed-in user, from the SDK: MercurioClient.subscribe() shares one
+// stream among the tabs of this origin (Web Locks elect a leader, BroadcastChannel relays; see
+// /sdk/shared.js) and renews tickets and tokens. This module only hands its events to
+// events.js and its state to the header, saying in words why the server refused a stream.
 
+import { sharedStream } from '/sdk/shared.js';
 import { state, session } from './state.js';
-import { StreamConnection } from './stream.js';
-import { TabCoordinator } from './tabs.js';
 import { setConn } from './header.js';
 import { handleStreamEvent } from './events.js';
+import { ui } from './dom.js';
 
 export const transport = new URLSearchParams(location.search).get('transport') === 'fetch' ? 'fetch' : 'eventsource';
 
-function lead(coordinator) {
-  state.isLeader = true;
-  session.stream = new StreamConnection({
-    api: session.api,
-    transport,
-    getLastEventId: () => state.lastEventId,
-    onEvent: (type, data) => {
-      handleStreamEvent(type, data);
-      coordinator.post({ type: 'event', event: type, data });
-    },
-    onState: (s) => {
-      setConn(s);
-      coordinator.post({ type: 'state', state: s });
-    },
-  });
-  session.stream.start();
+let subscription = null;
+let shared = null;
+
+/** Why the stream is refused, in words, or '' while it is merely away (or live). */
+function refusal(detail) {
+  const err = detail && detail.error;
+  if (!err || !err.status) return '';
+  if (err.status === 429) {
+    return `Stream limit reached: ${err.message}. Close this user's inbox in another tab, browser or app; this page keeps trying.`;
+  }
+  return `The server refused the live stream: ${err.message}.`;
 }
 
-function follow(coordinator, msg) {
-  if (msg.type === 'hello') {
-    if (state.isLeader) coordinator.post({ type: 'state', state: state.conn });
-  } else if (state.isLeader) {
-    // only followers take relayed events
-  } else if (msg.type === 'event') {
-    handleStreamEvent(msg.event, msg.data);
-  } else if (msg.type === 'state') {
-    setConn(msg.state);
-  } else if (msg.type === 'leader-leaving') {
-    setConn('reconnecting');
-  }
+function onStatus(status, detail) {
+  const why = refusal(detail);
+  ui.streamStatus.textContent = why;
+  ui.streamStatus.hidden = !why;
+  if (why) { setConn(detail.error.status === 429 ? 'limit' : 'error'); return; }
+  setConn(status === 'closed' ? 'offline' : status);
 }
 
 export function startStreaming() {
-  const coordinator = new TabCoordinator({
-    user: state.user,
-    onLead: () => lead(coordinator),
-    onMessage: (msg) => follow(coordinator, msg),
-  });
-  session.coordinator = coordinator;
   setConn('connecting');
-  coordinator.start();
+  shared = sharedStream(session.api);
+  subscription = session.api.subscribe({
+    lastEventId: state.lastEventId,
+    onNotification: (n) => handleStreamEvent('message', n),
+    onReadState: (d) => handleStreamEvent('read-state', d),
+    onReset: () => handleStreamEvent('reset'),
+    onStatus,
+  });
+}
+
+/** For window.__mercurio: does this tab hold the stream, and how often did it open. */
+export function streamInfo() {
+  return {
+    isLeader: !!(shared && shared.isLeader),
+    opens: shared && shared.conn ? shared.conn.opens : 0,
+  };
 }
 
 /** Give up the stream (and the leadership) when the page goes; reload when it comes back. */
 export function wirePageLifecycle() {
   window.addEventListener('pagehide', (e) => {
     if (e.persisted) return;
-    if (session.coordinator) session.coordinator.stop();
-    if (session.stream) session.stream.stop();
+    if (subscription) { subscription.close(); subscription = null; }
   });
   window.addEventListener('pageshow', (e) => { if (e.persisted) location.reload(); });
 }

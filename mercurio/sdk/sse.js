@@ -1,5 +1,5 @@
-// A server-sent events frame parser (the WHATWG "event stream interpretation" rules),
-// used by the fetch transport, which reads `response.body` itself.
+// A server-sent events frame parser (the WHATWG "event stream interpretation" rules), used by
+// the fetch transport (stream.js), which reads `response.body` itself.
 
 export class SSEParser {
   /** @param {(event: {type: string, data: string, id: string|null}) => void} onEvent */
