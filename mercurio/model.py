@@ -52,6 +52,8 @@ class Notification:
     created_at: datetime
     read_at: datetime | None = None
     expires_at: datetime | None = None
+    collapse_key: str | None = None
+    """Set when read from the store (lists, replays, the channels); not on fresh commits."""
 
     @property
     def is_announcement(self) -> bool:
