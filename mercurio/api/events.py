@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 import orjson
 import structlog
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 from starlette.types import Send
 
 from mercurio.api.deps import NodeDep, Publisher
-from mercurio.api.errors import STORE_UNAVAILABLE, ApiError
+from mercurio.api.errors import STORE_UNAVAILABLE, ApiError, ErrorBody
 from mercurio.errors import EventConflict, StoreUnavailable
 from mercurio.limits import PublishBudget, retry_after
 from mercurio.model import (
@@ -408,8 +408,10 @@ async def publish_unicast(node: Node, publisher: str, request: UnicastIn) -> Ans
     return Answer.json(200, {"notificationID": stored[0].id, "eventID": stored[0].event_id})
 
 
-SCHEDULED: dict[int | str, dict[str, object]] = {
-    202: {"description": "Scheduled: delivered at deliverAt (notificationID is null until then)"}
+_WAITS = "Scheduled: delivered at deliverAt (notificationID is null until then)"
+SCHEDULED: dict[int | str, dict[str, Any]] = {202: {"model": Published, "description": _WAITS}}
+SCHEDULED_MANY: dict[int | str, dict[str, Any]] = {
+    202: {"model": list[Published], "description": _WAITS}
 }
 
 
@@ -420,7 +422,7 @@ async def unicast(body: UnicastIn, ctx: Publishing) -> Response:
     return answer.response()
 
 
-@router.post("/broadcast", response_model=list[Published], responses=SCHEDULED)
+@router.post("/broadcast", response_model=list[Published], responses=SCHEDULED_MANY)
 async def broadcast(body: BroadcastIn, ctx: Publishing) -> Response:
     """Notify many clients (one notification each, one transaction); ["*"] is everyone."""
     limit = ctx.node.settings.max_destinations
@@ -458,7 +460,9 @@ class Retracted(BaseModel):
 
 
 @router.delete(
-    "/{eventID}", response_model=Retracted, responses={404: {"description": "No such event"}}
+    "/{eventID}",
+    response_model=Retracted,
+    responses={405: {"model": ErrorBody, "description": "A publish route's path, not an event"}},
 )
 async def retract(eventID: str, ctx: Publishing) -> Retracted:
     """Cancel a scheduled notification, or retract a delivered one from every inbox."""
