@@ -218,6 +218,18 @@ def send(
     event_id: Annotated[
         str | None, typer.Option("--id", metavar="ID", help="Event id (default: a UUID)")
     ] = None,
+    ttl: Annotated[
+        int | None,
+        typer.Option(metavar="SECONDS", help="Expire this long after delivery", min=1),
+    ] = None,
+    delay: Annotated[
+        int | None,
+        typer.Option(metavar="SECONDS", help="Deliver this long from now (scheduled)", min=1),
+    ] = None,
+    collapse_key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="Replace the recipient's earlier one with this key"),
+    ] = None,
     url: Annotated[str, _URL] = DEFAULT_URL,
     token: Annotated[str | None, _TOKEN] = None,
     cacert: Annotated[str | None, _CACERT] = None,
@@ -237,6 +249,9 @@ def send(
             source=source,
             event_id=event_id,
             ca_file=cacert,
+            ttl=ttl,
+            delay=delay,
+            collapse_key=collapse_key,
         )
     )
 

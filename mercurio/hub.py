@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from mercurio import sse
-from mercurio.model import Notification
+from mercurio.model import ANNOUNCEMENT, Notification
 from mercurio.stats import LatencyTally
 
 if TYPE_CHECKING:
@@ -137,8 +137,14 @@ class Hub:
                 self.slow_disconnects += 1  # the stream logged it, and closed as slow-reader
 
     def push_event(self, client_id: str, frame: bytes) -> None:
-        """Push a control frame (read-state and the like) to every stream of the client."""
+        """Push a control frame (read-state and the like) to every stream of the client;
+        ANNOUNCEMENT: to every stream (a retracted or replaced announcement)."""
         now = time.monotonic()
+        if client_id == ANNOUNCEMENT:
+            for subs in self._by_client.values():
+                for sub in subs:
+                    sub.push(CONTROL, frame, now)
+            return
         for sub in self._by_client.get(client_id, ()):
             sub.push(CONTROL, frame, now)
 

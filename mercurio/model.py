@@ -13,6 +13,7 @@ DEFAULT_CATEGORY = "general"
 CATEGORY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
 EVENT_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")
+COLLAPSE_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,8 @@ class NewNotification:
     expires_at: datetime | None = None
     """After this it is not listed, counted, replayed or sent (None: never). A retry of the
     same event is the same publish even though its ttl now ends later: not in same_content."""
+    collapse_key: str | None = None
+    """A newer notification with the client's same key replaces the older ones (None: none)."""
 
     def same_content(self, source_id: str, category: str, data_json: str) -> bool:
         """Whether a stored row with these fields is this very publish (a retry)."""
@@ -49,6 +52,8 @@ class Notification:
     created_at: datetime
     read_at: datetime | None = None
     expires_at: datetime | None = None
+    collapse_key: str | None = None
+    """Set when read from the store (lists, replays, the channels); not on fresh commits."""
 
     @property
     def is_announcement(self) -> bool:

@@ -6,6 +6,7 @@ could make itself. A publish goes api → node → store → fanout → hub → 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,9 +22,10 @@ from mercurio.fanout import Fanout, LocalFanout
 from mercurio.hub import Hub
 from mercurio.limits import PublishBudget, RateLimiter
 from mercurio.metrics import Metrics
-from mercurio.model import NewNotification, Notification
+from mercurio.model import ANNOUNCEMENT, NewNotification, Notification
+from mercurio.scheduler import Scheduler
 from mercurio.stats import PublishStats
-from mercurio.store import PreferenceChanges, Preferences, Store
+from mercurio.store import Pending, PreferenceChanges, Preferences, Retraction, Store
 from mercurio.stream import CloseReason
 
 log = structlog.get_logger("mercurio.node")
@@ -48,6 +50,9 @@ class Node:
         self.channels = build_channels(settings, self.store)
         self.consumers = ConsumerRunner([*consumers, *self.channels.consumers])
         self.store.on_commit = each_commit(self.fanout.committed, self.consumers.committed)
+        self.store.on_replaced = self._replaced
+        self.scheduler = Scheduler(self.store, settings.node_id, self.publish, self.retract)
+        self._telling: set[asyncio.Task[None]] = set()
         self.publish_budget = publish_budget(settings)
         self.publish_stats = PublishStats()
         self.metrics = Metrics(
@@ -61,12 +66,17 @@ class Node:
         await self.fanout.start(self.store)
         await self.consumers.start(self.store, self.store.write_engine())
         await self.channels.start()
+        await self.scheduler.start()
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 
     async def stop(self) -> None:
         """Close every stream, finish queued publishes, close the store, then the fan-out."""
         self.hub.close_all(CloseReason.SHUTDOWN)
+        await self.scheduler.close()
+        for task in list(self._telling):
+            task.cancel()
+        await asyncio.gather(*self._telling, return_exceptions=True)
         await self.channels.close()
         await self.consumers.close()
         await self.store.close()
@@ -77,6 +87,36 @@ class Node:
         """Store items durably; answers once the rows are committed (and handed to fan-out)."""
         return await self.store.publish(items)
 
+    async def schedule(
+        self, items: list[NewNotification], deliver_at: float, ttl: int | None
+    ) -> list[Pending]:
+        """Store items to publish at deliver_at (epoch seconds); the scheduler moves them."""
+        pending = await self.store.schedule(items, deliver_at, ttl)
+        self.scheduler.scheduled()
+        return pending
+
+    async def retract(self, publisher: str, event_id: str) -> Retraction:
+        """Cancel or retract a publisher's event; the recipients' open streams hear of it."""
+        done = await self.store.retract(publisher, event_id)
+        await self._tell_deleted(done.retracted)
+        return done
+
+    def _replaced(self, replaced: list[tuple[str, int]]) -> None:
+        # Called by the writer right after its commit, synchronously: the unread counts the
+        # read-state events carry are read in a task of their own.
+        task = asyncio.create_task(self._tell_deleted(replaced))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
+
+    async def _tell_deleted(self, deleted: list[tuple[str, int]]) -> None:
+        for client_id, notification_id in deleted:
+            try:
+                await self.notify_read_state(
+                    client_id, notification_id=notification_id, status="deleted"
+                )
+            except Exception as exc:  # the rows are deleted; a stream resyncs on reconnect
+                log.warning("read_state.failed", error=type(exc).__name__)
+
     async def notify_read_state(
         self,
         client_id: str,
@@ -85,12 +125,17 @@ class Node:
         status: str,
         category: str | None = None,
     ) -> dict[str, Any]:
-        """Tell the client's open streams (every tab, every device) its read state changed."""
+        """Tell the client's open streams (every tab, every device) its read state changed.
+
+        For an announcement (client_id ANNOUNCEMENT) every open stream hears it, without an
+        unread count: each user's is their own.
+        """
+        everyone = client_id == ANNOUNCEMENT
         payload = {
             "notificationID": notification_id,
             "status": status,
             "category": category,
-            "unreadCount": await self.store.unread_count(client_id),
+            "unreadCount": None if everyone else await self.store.unread_count(client_id),
         }
         self.fanout.read_state(client_id, sse.named("read-state", payload))
         return payload

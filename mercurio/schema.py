@@ -24,10 +24,48 @@ notifications = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     # Event ids are idempotency keys of one publisher: another publisher's same id is its own.
     sa.Column("publisher_id", sa.String(128), nullable=False, server_default=""),
+    # A newer notification with the same (client, collapse_key) replaces this one (0008).
+    sa.Column("collapse_key", sa.String(64), nullable=True),
     sa.UniqueConstraint(
         "client_id", "publisher_id", "event_id", name="uq_notifications_client_publisher_event"
     ),
     sa.Index("ix_notifications_client_id_id", "client_id", "id"),
+    sa.Index(
+        "ix_notifications_client_id_collapse_key",
+        "client_id",
+        "collapse_key",
+        postgresql_where=sa.text("collapse_key IS NOT NULL"),
+        sqlite_where=sa.text("collapse_key IS NOT NULL"),
+    ),
+    sa.Index("ix_notifications_publisher_event", "publisher_id", "event_id"),
+)
+
+# Notifications published with a delay, until they are due: no ledger id yet (DESIGN.md
+# invariant 2), so no stream, list or consumer sees them. At deliver_at (epoch seconds, as the
+# deliveries' due_at) one node leases the row, publishes it through the writer (a fresh id in
+# commit order) and deletes it. ttl counts from that delivery; expires_at is absolute.
+scheduled_notifications = sa.Table(
+    "scheduled_notifications",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("publisher_id", sa.String(128), nullable=False),
+    sa.Column("source_id", sa.String(200), nullable=False),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("category", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text(), nullable=False),
+    sa.Column("collapse_key", sa.String(64), nullable=True),
+    sa.Column("ttl", sa.Integer(), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deliver_at", sa.Float(), nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float(), nullable=True),
+    sa.UniqueConstraint(
+        "client_id", "publisher_id", "event_id", name="uq_scheduled_client_publisher_event"
+    ),
+    sa.Index("ix_scheduled_notifications_deliver_at", "deliver_at"),
+    sa.Index("ix_scheduled_notifications_publisher_event", "publisher_id", "event_id"),
 )
 
 # Per-user state of announcements (client_id '*' rows), which have one row for everyone.

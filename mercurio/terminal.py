@@ -111,6 +111,9 @@ def send(
     source: str | None = None,
     event_id: str | None = None,
     ca_file: str | None = None,
+    ttl: int | None = None,
+    delay: int | None = None,
+    collapse_key: str | None = None,
 ) -> int:
     """Publish DATA to one client, several, or everyone; print what was stored."""
     try:
@@ -124,7 +127,14 @@ def send(
         verify = verify_for(ca_file)
     except TerminalError as exc:
         return _fail(exc.message, exc.code)
-    options: dict[str, Any] = {"category": category, "event_id": event_id, "source_id": source}
+    options: dict[str, Any] = {
+        "category": category,
+        "event_id": event_id,
+        "source_id": source,
+        "ttl": ttl,
+        "delay": delay,
+        "collapse_key": collapse_key,
+    }
     try:
         with Mercurio(url, token, verify=verify, on_retry=_note) as mercurio:
             sent: list[tuple[str, PublishReceipt]]
@@ -139,10 +149,15 @@ def send(
     except ValueError as exc:
         return _fail(f"{exc}; pass --source", 2)
     for destination, published in sent:
-        typer.echo(
-            f"sent #{published.notification_id} to {destination} (event {published.event_id})"
-        )
+        typer.echo(_receipt_line(destination, published))
     return 0
+
+
+def _receipt_line(destination: str, published: PublishReceipt) -> str:
+    if published.notification_id is None and published.deliver_at is not None:
+        when = published.deliver_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"scheduled for {when} to {destination} (event {published.event_id})"
+    return f"sent #{published.notification_id} to {destination} (event {published.event_id})"
 
 
 def _one_line(data: Any) -> str:

@@ -105,6 +105,34 @@ def test_send_unicast_broadcast_and_announce(announce_server: ServerProcess) -> 
 
 
 @pytest.mark.timeout(120)
+def test_send_with_ttl_delay_and_collapse_key(server: ServerProcess) -> None:
+    client = new_client_id()
+    later = run_cli(
+        "send", "--to", client, "--delay", "1", "--ttl", "600", "--url", server.url, "soon"
+    )
+    assert later.returncode == 0, later.stderr
+    assert re.fullmatch(
+        r"scheduled for \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC to \S+ \(event \S+\)\n", later.stdout
+    ), later.stdout
+    deadline = time.monotonic() + 20
+    while not stored(server.url, client):
+        assert time.monotonic() < deadline, "the scheduled notification never came"
+        time.sleep(0.1)
+    [note] = stored(server.url, client)
+    assert note["data"] == "soon" and "expiresAt" in note
+    for text in ("v1", "v2"):
+        sent = run_cli("send", "--to", client, "--collapse-key", "k1", "--url", server.url, text)
+        assert sent.returncode == 0, sent.stderr
+    assert [n["data"] for n in stored(server.url, client)] == ["v2", "soon"]
+    bad = run_cli("send", "--to", client, "--delay", "0", "--url", server.url, "x")
+    assert bad.returncode == 2 and "--delay" in bad.stderr
+    refused = run_cli(
+        "send", "--to", client, "--collapse-key", "no spaces", "--url", server.url, "x"
+    )
+    assert refused.returncode != 0 and "collapseKey" in refused.stderr
+
+
+@pytest.mark.timeout(120)
 def test_send_refusals_and_usage_errors(server: ServerProcess) -> None:
     client = new_client_id()
     garbage = run_cli("send", "--to", client, "--url", server.url, "x", MERCURIO_TOKEN="garbage")

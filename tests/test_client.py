@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -272,6 +273,40 @@ def test_sync_client_publishes_and_is_idempotent(announce_server: ServerProcess)
     assert sorted(n["notificationID"] for n in listed) == sorted(
         [first.notification_id, many[0].notification_id]
     )
+
+
+@pytest.mark.timeout(60)
+async def test_publish_with_delay_ttl_and_collapse_key_then_retract(server: ServerProcess) -> None:
+    client = new_client_id()
+    async with AsyncMercurio(server.url, PUBLISHER_TOKEN, source_id="billing") as mercurio:
+        waiting = await mercurio.publish(client, "later", delay=1, ttl=600, event_id=uuid4())
+        assert waiting.notification_id is None and waiting.deliver_at is not None
+        await until(lambda: len(stored_sync(server.url, client)) == 1, what="the delivery")
+        (note,) = stored_sync(server.url, client)
+        assert note["eventID"] == waiting.event_id and "expiresAt" in note
+        first = await mercurio.publish(client, "v1", collapse_key="build")
+        second = await mercurio.publish(client, "v2", collapse_key="build")
+        listed = [n["notificationID"] for n in stored_sync(server.url, client)]
+        assert second.notification_id in listed and first.notification_id not in listed
+        done = await mercurio.retract(second.event_id)
+        assert (done.status, done.retracted, done.cancelled) == ("retracted", 1, 0)
+        pending = await mercurio.publish(client, "never", deliver_at=soon(60))
+        assert (await mercurio.retract(pending.event_id)).status == "cancelled"
+        with pytest.raises(MercurioError) as missing:
+            await mercurio.retract("no-such-event")
+        assert missing.value.status == 404
+    with Mercurio(server.url, PUBLISHER_TOKEN, source_id="billing") as sync:
+        later = sync.publish(client, "sync later", delay=60)
+        assert sync.retract(later.event_id).cancelled == 1
+    assert [n["data"] for n in stored_sync(server.url, client)] == ["later"]
+
+
+def uuid4() -> str:
+    return str(uuid.uuid4())
+
+
+def soon(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
 @pytest.mark.timeout(60)

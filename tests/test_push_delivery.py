@@ -137,6 +137,27 @@ async def test_push_reaches_every_subscription_decrypted_and_signed_with_the_pub
     await api.close()
 
 
+async def test_a_collapse_key_is_the_push_topic_so_the_push_service_keeps_only_the_newest(
+    service: MockPushService, started: list[ServerProcess], tmp_path: Path
+) -> None:
+    api = await start(started, tmp_path, push_env())
+    user = new_client_id()
+    await api.register(user, service.device())
+    topics = []
+    for text in ("3 new messages", "5 new messages"):
+        body = {"sourceID": "tests", "destinationID": user, "data": text, "collapseKey": "inbox"}
+        answer = await api.http.post("/api/events/unicast", json=body, headers=PUBLISHER)
+        assert answer.status_code == 200, answer.text
+        (push,) = await service.wait_for(1)
+        topics.append(push.topic)
+        service.received.clear()
+    assert topics[0] == topics[1] and topics[0] is not None and topics[0].startswith("k")
+    plain = await api.unicast(user, "no key")
+    (push,) = await service.wait_for(1)
+    assert push.topic == f"n{plain}"
+    await api.close()
+
+
 async def test_announcement_is_pushed_to_every_subscribed_user(
     service: MockPushService, started: list[ServerProcess], tmp_path: Path
 ) -> None:

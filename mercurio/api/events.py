@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 import orjson
 import structlog
@@ -16,19 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 from starlette.types import Send
 
 from mercurio.api.deps import NodeDep, Publisher
-from mercurio.api.errors import STORE_UNAVAILABLE, ApiError
+from mercurio.api.errors import STORE_UNAVAILABLE, ApiError, ErrorBody
 from mercurio.errors import EventConflict, StoreUnavailable
 from mercurio.limits import PublishBudget, retry_after
 from mercurio.model import (
     ANNOUNCEMENT,
     CATEGORY_PATTERN,
     CLIENT_ID_PATTERN,
+    COLLAPSE_KEY_PATTERN,
     DEFAULT_CATEGORY,
     EVENT_ID_PATTERN,
     NewNotification,
     Notification,
+    rfc3339,
 )
 from mercurio.node import Node
+from mercurio.store import Pending
 
 router = APIRouter(prefix="/api/events", tags=["publish"])
 
@@ -72,23 +75,65 @@ class _PublishIn(BaseModel):
     sourceID: SourceID
     data: JsonValue
     category: str = DEFAULT_CATEGORY
-    ttl: int | None = Field(default=None, ge=1, le=MAX_TTL, description="Seconds until it expires")
+    ttl: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TTL,
+        description="Seconds until it expires, counted from its delivery",
+    )
     expiresAt: str | None = Field(
         default=None, description="When it expires (RFC 3339 with an offset, in the future)"
     )
+    delay: int | None = Field(
+        default=None, ge=1, le=MAX_TTL, description="Seconds from now until it is delivered"
+    )
+    deliverAt: str | None = Field(
+        default=None, description="When it is delivered (RFC 3339 with an offset, in the future)"
+    )
+    collapseKey: str | None = Field(
+        default=None,
+        description="A later notification to the same client with this key replaces this one",
+    )
 
-    @field_validator("expiresAt")
+    @field_validator("expiresAt", "deliverAt")
     @classmethod
-    def _expires_at(cls, value: str | None) -> str | None:
+    def _moment(cls, value: str | None) -> str | None:
         if value is not None:
             expiry_moment(value)
+        return value
+
+    @field_validator("collapseKey")
+    @classmethod
+    def _collapse_key(cls, value: str | None) -> str | None:
+        if value is not None and not COLLAPSE_KEY_PATTERN.fullmatch(value):
+            raise ValueError("must be 1-64 of A-Z, a-z, 0-9, '_', '.', ':' or '-'")
         return value
 
     @model_validator(mode="after")
     def _one_expiry(self) -> Self:
         if self.ttl is not None and self.expiresAt is not None:
             raise ValueError("give ttl or expiresAt, not both")
+        if self.delay is not None and self.deliverAt is not None:
+            raise ValueError("give delay or deliverAt, not both")
+        if self.expiresAt is not None and self.is_scheduled:
+            # A ttl counts from delivery; a fixed expiry must fall after it, or the
+            # notification would be delivered already expired and never seen.
+            deliver = self.deliver_at(datetime.now(UTC))
+            if deliver is not None and expiry_moment(self.expiresAt) <= deliver:
+                raise ValueError("expiresAt must be after the delivery (delay or deliverAt)")
         return self
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.delay is not None or self.deliverAt is not None
+
+    def deliver_at(self, now: datetime) -> datetime | None:
+        """When this publish is delivered (None: at once)."""
+        if self.delay is not None:
+            return now + timedelta(seconds=self.delay)
+        if self.deliverAt is not None:
+            return expiry_moment(self.deliverAt)
+        return None
 
     def expires_at(self, now: datetime) -> datetime | None:
         """When what this publish stores expires, counted from now (None: never)."""
@@ -179,8 +224,13 @@ class AnnounceIn(_PublishIn):
 
 
 class Published(BaseModel):
-    notificationID: int
+    notificationID: int | None = Field(
+        description="The notification's id; null while a scheduled one waits"
+    )
     eventID: str
+    deliverAt: str | None = Field(
+        default=None, description="When a scheduled notification is delivered (202 only)"
+    )
 
 
 def _encode_data(data: JsonValue) -> str:
@@ -202,7 +252,8 @@ def new_event_id() -> str:
 def items_for(body: _PublishIn, destinations: list[str], publisher: str) -> list[NewNotification]:
     event_id = body.id or new_event_id()
     data_json = _encode_data(body.data)
-    expires_at = body.expires_at(datetime.now(UTC))
+    # A scheduled publish's ttl counts from its delivery: the scheduler sets that expiry.
+    expires_at = None if body.is_scheduled and body.ttl else body.expires_at(datetime.now(UTC))
     return [
         NewNotification(
             event_id,
@@ -213,6 +264,7 @@ def items_for(body: _PublishIn, destinations: list[str], publisher: str) -> list
             check_duplicate=body.id is not None,
             publisher_id=publisher,
             expires_at=expires_at,
+            collapse_key=body.collapseKey,
         )
         for destination in destinations
     ]
@@ -316,9 +368,38 @@ async def _publish(
     return stored
 
 
+async def _schedule(
+    node: Node, publisher: str, body: _PublishIn, destinations: list[str]
+) -> tuple[int, list[dict[str, object]]]:
+    """A publish with delay or deliverAt: stored apart, answered 202 (200 if all delivered)."""
+    _bind_publish_ids(publisher)
+    items = items_for(body, destinations, publisher)
+    admit(node.publish_budget, node.settings.publish_max_bytes_per_request, publisher, items)
+    deliver = body.deliver_at(datetime.now(UTC))
+    assert deliver is not None
+    try:
+        pending = await node.schedule(items, deliver.timestamp(), body.ttl)
+    except EventConflict as exc:
+        raise conflict(exc) from None
+    structlog.contextvars.bind_contextvars(event_id=items[0].event_id, scheduled=len(pending))
+    answers = [_pending_json(one) for one in pending]
+    waiting = any(one.notification_id is None for one in pending)
+    return (202 if waiting else 200), answers
+
+
+def _pending_json(one: Pending) -> dict[str, object]:
+    if one.deliver_at is None:
+        return {"notificationID": one.notification_id, "eventID": one.event_id}
+    moment = datetime.fromtimestamp(one.deliver_at, UTC)
+    return {"notificationID": None, "eventID": one.event_id, "deliverAt": rfc3339(moment)}
+
+
 async def publish_unicast(node: Node, publisher: str, request: UnicastIn) -> Answer:
     """The one unicast, its refusals included, for the fast path and the framework route."""
     try:
+        if request.is_scheduled:
+            status, answers = await _schedule(node, publisher, request, [request.destinationID])
+            return Answer.json(status, answers[0])
         stored = await _publish(node, publisher, "unicast", request, [request.destinationID])
     except StoreUnavailable:
         return Answer.json(503, {"error": STORE_UNAVAILABLE}, {"Retry-After": "1"})
@@ -327,27 +408,75 @@ async def publish_unicast(node: Node, publisher: str, request: UnicastIn) -> Ans
     return Answer.json(200, {"notificationID": stored[0].id, "eventID": stored[0].event_id})
 
 
-@router.post("/unicast", response_model=Published)
+_WAITS = "Scheduled: delivered at deliverAt (notificationID is null until then)"
+SCHEDULED: dict[int | str, dict[str, Any]] = {202: {"model": Published, "description": _WAITS}}
+SCHEDULED_MANY: dict[int | str, dict[str, Any]] = {
+    202: {"model": list[Published], "description": _WAITS}
+}
+
+
+@router.post("/unicast", response_model=Published, responses=SCHEDULED)
 async def unicast(body: UnicastIn, ctx: Publishing) -> Response:
     """Notify one client."""
     answer = await publish_unicast(ctx.node, ctx.publisher, body)
     return answer.response()
 
 
-@router.post("/broadcast", response_model=list[Published])
+@router.post("/broadcast", response_model=list[Published], responses=SCHEDULED_MANY)
 async def broadcast(body: BroadcastIn, ctx: Publishing) -> Response:
     """Notify many clients (one notification each, one transaction); ["*"] is everyone."""
     limit = ctx.node.settings.max_destinations
     if len(body.destinations) > limit:
         raise ApiError(422, f"destinations: at most {limit} per broadcast")
+    if body.is_scheduled:
+        status, scheduled = await _schedule(ctx.node, ctx.publisher, body, body.destinations)
+        return Response(orjson.dumps(scheduled), status, media_type="application/json")
     stored = await _publish(ctx.node, ctx.publisher, "broadcast", body, body.destinations)
     # Up to 10,000 answers: encoded straight to JSON, not validated as models one by one.
     answer = [{"notificationID": note.id, "eventID": note.event_id} for note in stored]
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
-@router.post("/announce", response_model=Published)
-async def announce(body: AnnounceIn, ctx: Publishing) -> Published:
+@router.post("/announce", response_model=Published, responses=SCHEDULED)
+async def announce(body: AnnounceIn, ctx: Publishing) -> Response:
     """Notify every user, present and future, with one stored notification."""
+    if body.is_scheduled:
+        status, scheduled = await _schedule(ctx.node, ctx.publisher, body, [ANNOUNCEMENT])
+        return Response(orjson.dumps(scheduled[0]), status, media_type="application/json")
     stored = await _publish(ctx.node, ctx.publisher, "announce", body, [ANNOUNCEMENT])
-    return Published(notificationID=stored[0].id, eventID=stored[0].event_id)
+    answer = {"notificationID": stored[0].id, "eventID": stored[0].event_id}
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+PUBLISH_ROUTES = frozenset({"unicast", "broadcast", "announce"})
+"""Paths under /api/events that are routes: DELETE on them is 405, never a retraction."""
+
+
+class Retracted(BaseModel):
+    status: str = Field(description="cancelled (nothing was delivered yet) or retracted")
+    eventID: str
+    cancelled: int = Field(description="Scheduled notifications cancelled")
+    retracted: int = Field(description="Delivered notifications removed from inboxes now")
+
+
+@router.delete(
+    "/{eventID}",
+    response_model=Retracted,
+    responses={405: {"model": ErrorBody, "description": "A publish route's path, not an event"}},
+)
+async def retract(eventID: str, ctx: Publishing) -> Retracted:
+    """Cancel a scheduled notification, or retract a delivered one from every inbox."""
+    if eventID in PUBLISH_ROUTES:
+        # DELETE /api/events/unicast is a wrong method on a publish route, not an event.
+        raise ApiError(405, "method not allowed", {"Allow": "POST"})
+    if not EVENT_ID_PATTERN.fullmatch(eventID):
+        raise ApiError(422, "eventID: must be 1-200 printable ASCII characters without spaces")
+    _bind_publish_ids(ctx.publisher)
+    structlog.contextvars.bind_contextvars(event_id=eventID)
+    done = await ctx.node.retract(ctx.publisher, eventID)
+    if not done.found:
+        raise ApiError(404, f"no event {eventID!r} of this publisher")
+    status = "cancelled" if done.cancelled and not done.retracted else "retracted"
+    return Retracted(
+        status=status, eventID=eventID, cancelled=done.cancelled, retracted=len(done.retracted)
+    )

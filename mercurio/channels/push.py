@@ -8,6 +8,8 @@ escalation: a push only for what the open tabs did not already settle).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -135,7 +137,7 @@ class PushChannel:
                 subscription.info(),
                 payload(note, delivery.client_id),
                 ttl=left,
-                topic=f"n{note.id}",  # a resend replaces the copy a push service still holds
+                topic=push_topic(note),
             )
         except httpx.HTTPError as exc:
             log.info("push.unreachable", subscription=subscription.id, error=type(exc).__name__)
@@ -153,3 +155,16 @@ class PushChannel:
             return Outcome(Result.RETRY, f"status_{status}", retry_after)
         log.warning("push.rejected", subscription=subscription, status=status)
         return Outcome(Result.FAILED, f"status_{status}")
+
+
+def push_topic(note: Notification) -> str:
+    """The push's Topic: a push service keeps only the newest undelivered push per topic.
+
+    By notification id, a resend replaces the copy the service still holds; with a
+    collapseKey, a newer notification with the key replaces the older one too. RFC 8030
+    allows 32 base64url characters, so the key (64 of a wider alphabet) goes in hashed.
+    """
+    if note.collapse_key is None:
+        return f"n{note.id}"
+    digest = hashlib.sha256(note.collapse_key.encode()).digest()
+    return "k" + base64.urlsafe_b64encode(digest).decode()[:31]

@@ -36,6 +36,7 @@ from mercurio.client.model import (
     MercurioUnavailable,
     NotificationPage,
     PublishReceipt,
+    Retraction,
     RetryPolicy,
     inbox_notification,
     notification_page,
@@ -183,7 +184,13 @@ def _gave_up(where: str, attempts: int, last: httpx.Response | Exception | None)
 
 
 def _receipt(body: Any) -> PublishReceipt:
-    return PublishReceipt(int(body["notificationID"]), str(body["eventID"]))
+    nid = body["notificationID"]
+    due = body.get("deliverAt")
+    return PublishReceipt(
+        int(nid) if nid is not None else None,
+        str(body["eventID"]),
+        datetime.fromisoformat(due) if due else None,
+    )
 
 
 def _receipts(body: Any) -> list[PublishReceipt]:
@@ -197,6 +204,35 @@ class Publishing:
     category: str | None = None
     event_id: str | None = None
     source_id: str | None = None
+    ttl: int | None = None
+    """Seconds it lasts, counted from its delivery."""
+    expires_at: datetime | str | None = None
+    delay: int | None = None
+    """Seconds from now until it is delivered."""
+    deliver_at: datetime | str | None = None
+    collapse_key: str | None = None
+    """A later notification to the same client with this key replaces this one."""
+
+    def fields(self) -> dict[str, Any]:
+        """The optional body fields that are set, named as the API names them."""
+        chosen = {
+            "category": self.category,
+            "ttl": self.ttl,
+            "expiresAt": _moment(self.expires_at),
+            "delay": self.delay,
+            "deliverAt": _moment(self.deliver_at),
+            "collapseKey": self.collapse_key,
+        }
+        return {name: value for name, value in chosen.items() if value is not None}
+
+
+def _moment(value: datetime | str | None) -> str | None:
+    """RFC 3339 text for the API (an aware datetime, or text passed on as it is)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a moment needs its time zone (an aware datetime)")
+        return value.isoformat()
+    return value
 
 
 def _publish_request(
@@ -210,9 +246,8 @@ def _publish_request(
         "sourceID": source,
         **fields,
         "data": data,
+        **options.fields(),
     }
-    if options.category is not None:
-        body["category"] = options.category
     return Request("POST", path, json=body, headers=me.headers())
 
 
@@ -245,6 +280,20 @@ def announce(
     path = "/api/events/announce"
     request = _publish_request(me, path, data, options)
     return retried(request, policy, me.url + path, _receipt)
+
+
+def retract(me: Identity, policy: RetryPolicy, event_id: str) -> Exchange[Retraction]:
+    """Cancel a scheduled notification, or retract a delivered one from every inbox
+    (MercurioError 404 when this publisher sent no such event)."""
+    path = f"/api/events/{quote(event_id, safe='')}"
+    request = Request("DELETE", path, headers=me.headers())
+    return retried(request, policy, me.url + path, _retraction)
+
+
+def _retraction(body: Any) -> Retraction:
+    return Retraction(
+        str(body["status"]), str(body["eventID"]), int(body["cancelled"]), int(body["retracted"])
+    )
 
 
 def _client_path(me: Identity, client_id: str | None, rest: str) -> str:

@@ -37,10 +37,24 @@ class MercurioUnavailable(MercurioError):
 
 @dataclass(frozen=True, slots=True)
 class PublishReceipt:
-    """What the server answered for one stored notification."""
+    """What the server answered for one stored (or scheduled) notification."""
 
-    notification_id: int
+    notification_id: int | None
+    """None while a scheduled notification waits (it gets its id when delivered)."""
     event_id: str
+    deliver_at: datetime | None = None
+    """When a scheduled notification is delivered (None: it was delivered at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    """What DELETE /api/events/{eventID} did."""
+
+    status: str
+    """"cancelled" (it was still scheduled) or "retracted"."""
+    event_id: str
+    cancelled: int
+    retracted: int
 
 
 @dataclass(frozen=True, slots=True)

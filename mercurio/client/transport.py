@@ -8,7 +8,8 @@ async with AsyncMercurio("http://127.0.0.1:8000", token) as mercurio:
 
 With a user's token the same clients read that user's inbox: list_notifications(),
 get_notification(), mark_read(), mark_unread(), mark_all_read(), delete_notification(),
-unread_count(), preferences() and set_preferences().
+unread_count(), preferences() and set_preferences(). A publisher's retract(event_id) cancels
+a scheduled notification (publish with delay= or deliver_at=) or retracts a delivered one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -29,6 +31,7 @@ from mercurio.client.model import (
     JSONValue,
     NotificationPage,
     PublishReceipt,
+    Retraction,
     RetryPolicy,
     TokenProvider,
 )
@@ -174,9 +177,16 @@ class AsyncMercurio(_Client):
         category: str | None = None,
         event_id: str | None = None,
         source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
     ) -> PublishReceipt:
         """Notify one client; returns the notification id and event id."""
-        options = Publishing(category, event_id, source_id)
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
         call = calls.publish(self.me, self.backoff, destination, data, options)
         return await self._run(call)
 
@@ -188,9 +198,16 @@ class AsyncMercurio(_Client):
         category: str | None = None,
         event_id: str | None = None,
         source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
     ) -> list[PublishReceipt]:
         """Notify many clients (one notification each, in the order given)."""
-        options = Publishing(category, event_id, source_id)
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
         call = calls.broadcast(self.me, self.backoff, destinations, data, options)
         return await self._run(call)
 
@@ -201,11 +218,22 @@ class AsyncMercurio(_Client):
         category: str | None = None,
         event_id: str | None = None,
         source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
     ) -> PublishReceipt:
         """Notify every user, present and future, with one stored notification."""
-        options = Publishing(category, event_id, source_id)
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
         call = calls.announce(self.me, self.backoff, data, options)
         return await self._run(call)
+
+    async def retract(self, event_id: str) -> Retraction:
+        """Cancel a scheduled notification, or retract a delivered one from every inbox."""
+        return await self._run(calls.retract(self.me, self.backoff, event_id))
 
     async def _run(self, call: Exchange[T]) -> T:
         return await run_async(self.http, self.me, call, self.on_retry)
@@ -343,9 +371,16 @@ class Mercurio(_Client):
         category: str | None = None,
         event_id: str | None = None,
         source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
     ) -> PublishReceipt:
         """Notify one client; returns the notification id and event id."""
-        options = Publishing(category, event_id, source_id)
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
         call = calls.publish(self.me, self.backoff, destination, data, options)
         return self._run(call)
 
@@ -357,9 +392,16 @@ class Mercurio(_Client):
         category: str | None = None,
         event_id: str | None = None,
         source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
     ) -> list[PublishReceipt]:
         """Notify many clients (one notification each, in the order given)."""
-        options = Publishing(category, event_id, source_id)
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
         call = calls.broadcast(self.me, self.backoff, destinations, data, options)
         return self._run(call)
 
@@ -370,11 +412,22 @@ class Mercurio(_Client):
         category: str | None = None,
         event_id: str | None = None,
         source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
     ) -> PublishReceipt:
         """Notify every user, present and future, with one stored notification."""
-        options = Publishing(category, event_id, source_id)
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
         call = calls.announce(self.me, self.backoff, data, options)
         return self._run(call)
+
+    def retract(self, event_id: str) -> Retraction:
+        """Cancel a scheduled notification, or retract a delivered one from every inbox."""
+        return self._run(calls.retract(self.me, self.backoff, event_id))
 
     def _run(self, call: Exchange[T]) -> T:
         return run_sync(self.http, self.me, call, self.on_retry)

@@ -8,8 +8,10 @@ engines.py opens the engines and migrates them.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -18,12 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mercurio.errors import StoreUnavailable
 from mercurio.model import NewNotification, Notification
-from mercurio.store import contacts, reads, state
+from mercurio.store import contacts, reads, scheduled, state
 from mercurio.store.engines import Engines, check_reachable, migrate, upgrade_database
 from mercurio.store.postgres_writes import PUBLISH_LOCK_KEY
 from mercurio.store.reads import Page, Replay, Status
+from mercurio.store.scheduled import Due, Pending
 from mercurio.store.state import PreferenceChanges, Preferences
-from mercurio.store.writer import MAX_BATCH_ITEMS, GroupCommitWriter, OnCommit
+from mercurio.store.writer import MAX_BATCH_ITEMS, GroupCommitWriter, OnCommit, OnReplaced
 from mercurio.urls import database_url
 
 REPLAY_PAGE = 100
@@ -32,18 +35,32 @@ REPLAY_PAGE = 100
 __all__ = [
     "MAX_BATCH_ITEMS",
     "PUBLISH_LOCK_KEY",
+    "Due",
     "Engines",
     "GroupCommitWriter",
     "OnCommit",
     "Page",
+    "Pending",
     "PreferenceChanges",
     "Preferences",
     "Replay",
+    "Retraction",
     "Status",
     "Store",
     "check_reachable",
     "upgrade_database",
 ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retraction:
+    """What DELETE /api/events/{eventID} did: scheduled rows cancelled, delivered rows deleted."""
+
+    found: bool
+    """Whether the publisher has this event at all (waiting or delivered)."""
+    cancelled: int
+    retracted: list[tuple[str, int]]
+    """The (client, id) of the delivered rows deleted now."""
 
 
 class Store:
@@ -69,6 +86,16 @@ class Store:
     @on_commit.setter
     def on_commit(self, on_commit: OnCommit | None) -> None:
         self._writer.on_commit = on_commit
+
+    @property
+    def on_replaced(self) -> OnReplaced | None:
+        """Called by the writer after a commit with the (client, id) of the rows that commit's
+        collapse keys replaced."""
+        return self._writer.on_replaced
+
+    @on_replaced.setter
+    def on_replaced(self, on_replaced: OnReplaced | None) -> None:
+        self._writer.on_replaced = on_replaced
 
     @property
     def batches_committed(self) -> int:
@@ -131,6 +158,55 @@ class Store:
         one; EventConflict when that stored one has different content.
         """
         return await self._writer.publish(items)
+
+    # -- scheduled notifications (store/scheduled.py) ---------------------------------------
+
+    async def schedule(
+        self, items: list[NewNotification], deliver_at: float, ttl: int | None
+    ) -> list[Pending]:
+        """Keep items out of the ledger until deliver_at (epoch seconds); a ttl counts from
+        delivery. A repeat of the publisher's event answers with what is stored."""
+        try:
+            async with self.write_engine().begin() as conn:
+                return await scheduled.schedule(conn, items, deliver_at, ttl, datetime.now(UTC))
+        except IntegrityError:
+            # The same event scheduled at the same moment by another request: it is stored
+            # now, and a second look answers with it (or with its conflict).
+            async with self.write_engine().begin() as conn:
+                return await scheduled.schedule(conn, items, deliver_at, ttl, datetime.now(UTC))
+
+    async def claim_due(self, owner: str, *, lease_seconds: float, limit: int) -> list[Due]:
+        """Lease the scheduled rows due now (none another node leases)."""
+        async with self.write_engine().begin() as conn:
+            return await scheduled.claim(conn, owner, time.time(), lease_seconds, limit)
+
+    async def finish_due(self, ids: list[int]) -> set[int]:
+        """Delete moved rows; the ids still there (the missing ones were cancelled meanwhile)."""
+        async with self.write_engine().begin() as conn:
+            return await scheduled.finish(conn, ids)
+
+    async def release_due(self, ids: list[int]) -> None:
+        """Free leased rows that could not be moved this time."""
+        async with self.write_engine().begin() as conn:
+            await scheduled.release(conn, ids)
+
+    async def release_own_scheduled(self, owner: str) -> int:
+        """Free the leases this node held when it stopped."""
+        async with self.write_engine().begin() as conn:
+            return await scheduled.release_own(conn, owner)
+
+    async def next_scheduled(self) -> float | None:
+        """When the next scheduled row may be moved (epoch seconds; None: none waits)."""
+        async with self._reader().connect() as conn:
+            return await scheduled.next_due(conn)
+
+    async def retract(self, publisher: str, event_id: str) -> Retraction:
+        """Cancel the publisher's waiting rows of an event and delete its delivered ones for
+        every recipient, in one transaction."""
+        async with self.write_engine().begin() as conn:
+            cancelled = await scheduled.cancel(conn, publisher, event_id)
+            found, retracted = await scheduled.retract(conn, publisher, event_id, datetime.now(UTC))
+        return Retraction(found or cancelled > 0, cancelled, retracted)
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -18,6 +18,10 @@ IN_CHUNK = 500
 Key = tuple[str, str, str]
 """(client, publisher, event id): a publish is idempotent per publisher."""
 
+Written = tuple[dict[Key, Notification], list[Notification], list[tuple[str, int]]]
+"""A publishing transaction's result: the stored rows the batch repeats, the rows it inserted
+(in planned order), and the (client, id) of older rows their collapse keys replaced."""
+
 Planner = Callable[[dict[Key, Notification]], list[NewNotification]]
 """Given the stored rows a batch repeats, the rows still to insert (called in the transaction)."""
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mercurio.model import NewNotification, Notification
-from mercurio.store.planning import Key, Planner, key_of
+from mercurio.store.planning import Key, Planner, Written, key_of
 
 # Every publishing transaction on PostgreSQL takes this transaction-scoped advisory lock before
 # it draws ids, so ids are handed out in commit order across all nodes (DESIGN.md invariant 4):
@@ -32,12 +32,21 @@ _EXISTING = (
 )
 _INSERT = (
     "INSERT INTO notifications"
-    " (event_id, source_id, client_id, category, data, created_at, publisher_id, expires_at)"
-    " SELECT e, s, c, k, d, $2, p, x"
+    " (event_id, source_id, client_id, category, data, created_at, publisher_id, expires_at,"
+    " collapse_key)"
+    " SELECT e, s, c, k, d, $2, p, x, g"
     " FROM ROWS FROM (json_to_recordset($1::json)"
-    " AS (e text, s text, c text, k text, d text, p text, x timestamptz))"
-    " WITH ORDINALITY AS t(e, s, c, k, d, p, x, o) ORDER BY o"
+    " AS (e text, s text, c text, k text, d text, p text, x timestamptz, g text))"
+    " WITH ORDINALITY AS t(e, s, c, k, d, p, x, g, o) ORDER BY o"
     " RETURNING id, client_id, publisher_id, event_id"
+)
+# The older notifications new ones with a collapse key replace (issue 13, item 4), in the
+# insert's transaction: the replacement and its insert commit together or not at all.
+_COLLAPSE = (
+    "UPDATE notifications AS n SET deleted_at = $2"
+    " FROM json_to_recordset($1::json) AS k(c text, g text, i bigint)"
+    " WHERE n.client_id = k.c AND n.collapse_key = k.g AND n.id < k.i AND n.deleted_at IS NULL"
+    " RETURNING n.client_id, n.id"
 )
 
 
@@ -50,16 +59,31 @@ class PostgresWrites:
     async def close(self) -> None:
         """Nothing to close: the store disposes of the engine."""
 
-    async def write(
-        self, lookups: list[NewNotification], plan: Planner, now: datetime
-    ) -> tuple[dict[Key, Notification], list[Notification]]:
-        """One transaction: the stored rows the lookups repeat, and the rows `plan` inserted."""
+    async def write(self, lookups: list[NewNotification], plan: Planner, now: datetime) -> Written:
+        """One transaction: the stored rows the lookups repeat, the rows `plan` inserted, and
+        the (client, id) of the older rows their collapse keys replaced."""
         async with self._engine.begin() as conn:
             await conn.execute(_LOCK, {"k": PUBLISH_LOCK_KEY})
             driver = await _driver(conn)
             known = await _existing(driver, lookups)
-            fresh = await _insert(driver, plan(known), now)
-        return known, fresh
+            pending = plan(known)
+            fresh = await _insert(driver, pending, now)
+            replaced = await _collapse(driver, pending, fresh, now)
+        return known, fresh, replaced
+
+
+async def _collapse(
+    driver: Any, items: list[NewNotification], fresh: list[Notification], now: datetime
+) -> list[tuple[str, int]]:
+    keys = [
+        {"c": note.client_id, "g": item.collapse_key, "i": note.id}
+        for item, note in zip(items, fresh, strict=True)
+        if item.collapse_key is not None
+    ]
+    if not keys:
+        return []
+    rows = await driver.fetch(_COLLAPSE, orjson.dumps(keys).decode(), now)
+    return [(row["client_id"], row["id"]) for row in rows]
 
 
 async def _existing(driver: Any, items: list[NewNotification]) -> dict[Key, Notification]:
@@ -96,6 +120,7 @@ async def _insert(driver: Any, items: list[NewNotification], now: datetime) -> l
                 "d": item.data_json,
                 "p": item.publisher_id,
                 "x": item.expires_at.isoformat() if item.expires_at is not None else None,
+                "g": item.collapse_key,
             }
             for item in items
         ]

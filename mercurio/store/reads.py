@@ -59,6 +59,7 @@ def row_to_notification(row: sa.Row[Any]) -> Notification:
         created_at=utc(row.created_at),
         read_at=utc(read_at) if read_at is not None else None,
         expires_at=utc(row.expires_at) if row.expires_at is not None else None,
+        collapse_key=row.collapse_key,
     )
 
 
@@ -81,6 +82,7 @@ def visible(
             n.c.created_at,
             sa.func.coalesce(n.c.read_at, s.c.read_at).label("read_at"),
             n.c.expires_at,
+            n.c.collapse_key,
         )
         .select_from(joined)
         .where(

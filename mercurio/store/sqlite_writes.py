@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from mercurio.model import NewNotification, Notification, utc
-from mercurio.store.planning import IN_CHUNK, Key, Planner, by_event, chunks
+from mercurio.store.planning import IN_CHUNK, Key, Planner, Written, by_event, chunks
 
 # The text SQLAlchemy's SQLite DATETIME writes, so rows written here read back like any other.
 _as_stored = (
@@ -27,8 +27,15 @@ _as_stored = (
 _COLUMNS = "id, event_id, source_id, client_id, category, data, created_at, expires_at"
 _INSERT = (
     "INSERT INTO notifications"
-    " (id, event_id, source_id, client_id, category, data, created_at, publisher_id, expires_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " (id, event_id, source_id, client_id, category, data, created_at, publisher_id, expires_at,"
+    " collapse_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The older notifications a new one with a collapse key replaces (issue 13, item 4).
+_COLLAPSE = (
+    "UPDATE notifications SET deleted_at = ?"
+    " WHERE client_id = ? AND collapse_key = ? AND id < ? AND deleted_at IS NULL"
+    " RETURNING client_id, id"
 )
 
 
@@ -44,10 +51,9 @@ class SqliteWrites:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
         self._thread.shutdown(wait=True)
 
-    async def write(
-        self, lookups: list[NewNotification], plan: Planner, now: datetime
-    ) -> tuple[dict[Key, Notification], list[Notification]]:
-        """One transaction: the stored rows the lookups repeat, and the rows `plan` inserted."""
+    async def write(self, lookups: list[NewNotification], plan: Planner, now: datetime) -> Written:
+        """One transaction: the stored rows the lookups repeat, the rows `plan` inserted, and
+        the (client, id) of the older rows their collapse keys replaced."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._write, lookups, plan, now)
 
@@ -65,21 +71,37 @@ class SqliteWrites:
             self._conn.close()
             self._conn = None
 
-    def _write(
-        self, lookups: list[NewNotification], plan: Planner, now: datetime
-    ) -> tuple[dict[Key, Notification], list[Notification]]:
+    def _write(self, lookups: list[NewNotification], plan: Planner, now: datetime) -> Written:
         conn = self._conn or self._connect()
         # IMMEDIATE takes the write lock up front, so the ids drawn below stay ours to commit.
         conn.execute("BEGIN IMMEDIATE")
         try:
             known = _existing(conn, lookups)
-            fresh = _insert(conn, plan(known), now)
+            pending = plan(known)
+            fresh = _insert(conn, pending, now)
+            replaced = _collapse(conn, pending, fresh, now)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return known, fresh
+        return known, fresh, replaced
+
+
+def _collapse(
+    conn: sqlite3.Connection,
+    items: list[NewNotification],
+    fresh: list[Notification],
+    now: datetime,
+) -> list[tuple[str, int]]:
+    """Mark deleted what each new row's collapse key replaces, in the insert's transaction."""
+    replaced: list[tuple[str, int]] = []
+    stored_at = _stored(now)
+    for item, note in zip(items, fresh, strict=True):
+        if item.collapse_key is not None:
+            rows = conn.execute(_COLLAPSE, (stored_at, note.client_id, item.collapse_key, note.id))
+            replaced.extend((client, id_) for client, id_ in rows.fetchall())
+    return replaced
 
 
 def _existing(conn: sqlite3.Connection, items: list[NewNotification]) -> dict[Key, Notification]:
@@ -133,6 +155,7 @@ def _insert(
                 stored_at,
                 item.publisher_id,
                 _stored(item.expires_at) if item.expires_at is not None else None,
+                item.collapse_key,
             )
             for offset, item in enumerate(items)
         ],

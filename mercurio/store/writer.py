@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mercurio.errors import EventConflict, StoreUnavailable
 from mercurio.model import NewNotification, Notification
-from mercurio.store.planning import Key, Planner, key_of, plan
+from mercurio.store.planning import Key, Planner, Written, key_of, plan
 from mercurio.store.postgres_writes import PostgresWrites
 from mercurio.store.sqlite_writes import SqliteWrites
 
 OnCommit = Callable[[list[Notification]], None]
+OnReplaced = Callable[[list[tuple[str, int]]], None]
+"""Called after a commit with the (client, id) of the rows its collapse keys replaced."""
 
 MAX_BATCH_ITEMS = 20_000
 
@@ -30,7 +32,7 @@ class Transactions(Protocol):
 
     async def write(
         self, lookups: list[NewNotification], plan: Planner, now: datetime
-    ) -> tuple[dict[Key, Notification], list[Notification]]: ...
+    ) -> Written: ...
 
     async def close(self) -> None: ...
 
@@ -47,6 +49,7 @@ class GroupCommitWriter:
     def __init__(self, *, on_commit: OnCommit | None = None, queue_size: int = 4096) -> None:
         self.on_commit = on_commit
         """Called right after each commit with what it stored, in id order."""
+        self.on_replaced: OnReplaced | None = None
         self.batches_committed = 0
         self.items_committed = 0
         self._queue: asyncio.Queue[_PublishRequest] = asyncio.Queue(maxsize=queue_size)
@@ -109,7 +112,7 @@ class GroupCommitWriter:
 
     async def _commit_batch(self, batch: list[_PublishRequest]) -> None:
         try:
-            answers, fresh = await self._write_batch(batch)
+            answers, fresh, replaced = await self._write_batch(batch)
         except asyncio.CancelledError:
             _fail(batch, StoreUnavailable("store is closing"))
             raise
@@ -121,14 +124,14 @@ class GroupCommitWriter:
                 return
             _fail(batch, StoreUnavailable(f"publish failed: {type(exc).__name__}"))
             return
-        self._committed(fresh)
+        self._committed(fresh, replaced)
         for request, answer in zip(batch, answers, strict=True):
             _settle(request, answer)
 
     async def _commit_one_by_one(self, batch: list[_PublishRequest]) -> None:
         for index, request in enumerate(batch):
             try:
-                answers, fresh = await self._write_batch([request])
+                answers, fresh, replaced = await self._write_batch([request])
             except asyncio.CancelledError:
                 _fail(batch[index:], StoreUnavailable("store is closing"))
                 raise
@@ -139,19 +142,23 @@ class GroupCommitWriter:
                     _fail(batch[index + 1 :], StoreUnavailable("publish failed: store"))
                     return
                 continue
-            self._committed(fresh)
+            self._committed(fresh, replaced)
             _settle(request, answers[0])
 
-    def _committed(self, fresh: list[Notification]) -> None:
+    def _committed(self, fresh: list[Notification], replaced: list[tuple[str, int]]) -> None:
         self.batches_committed += 1
         self.items_committed += len(fresh)
         if fresh and self.on_commit is not None:
             self.on_commit(fresh)
+        # After on_commit: a stream hears of the new notification before the old one goes.
+        if replaced and self.on_replaced is not None:
+            self.on_replaced(replaced)
 
     async def _write_batch(
         self, batch: list[_PublishRequest]
-    ) -> tuple[list[Answer], list[Notification]]:
-        """One transaction for the batch: each request's answer, and the rows it inserted."""
+    ) -> tuple[list[Answer], list[Notification], list[tuple[str, int]]]:
+        """One transaction for the batch: each request's answer, the rows it inserted, and
+        the (client, id) of the older rows their collapse keys replaced."""
         assert self._transactions is not None, "writer not started"
         requests = [request.items for request in batch]
         conflicts: dict[int, EventConflict] = {}
@@ -164,7 +171,7 @@ class GroupCommitWriter:
             return list(pending.values())
 
         lookups = [item for items in requests for item in items if item.check_duplicate]
-        known, fresh = await self._transactions.write(lookups, planned, datetime.now(UTC))
+        known, fresh, replaced = await self._transactions.write(lookups, planned, datetime.now(UTC))
         # Both dialects hand the new rows back in the order they were planned.
         known.update(zip(inserted, fresh, strict=True))
         fresh.sort(key=lambda note: note.id)
@@ -172,7 +179,7 @@ class GroupCommitWriter:
             conflicts[index] if index in conflicts else [known[key_of(item)] for item in items]
             for index, items in enumerate(requests)
         ]
-        return answers, fresh
+        return answers, fresh, replaced
 
 
 def _fail(batch: Iterable[_PublishRequest], error: Exception) -> None:
