@@ -31,7 +31,8 @@ export interface ReadState {
   notificationID: number | null;
   status: 'read' | 'unread' | 'deleted';
   category: string | null;
-  unreadCount: number;
+  /** null when the count differs per user (an announcement retracted or replaced) */
+  unreadCount: number | null;
 }
 
 export type StreamStatus = 'connecting' | 'live' | 'reconnecting' | 'offline' | 'closed';

@@ -370,7 +370,15 @@ export class MercurioInbox extends Base {
       for (const [id, n] of this._items) if (n.readAt) this._items.delete(id);
     }
     if (typeof d.unreadCount === 'number') this._setUnread(d.unreadCount);
+    else this._recount(); // null: a retracted or replaced announcement, whose count is per user
     this._render();
+  }
+
+  async _recount() {
+    try {
+      this._setUnread(await this.client.unreadCount());
+      this._render();
+    } catch { /* the next list or read-state event brings the count */ }
   }
 
   _onStatus(state, detail = {}) {

@@ -633,3 +633,29 @@ def test_stream_limit_is_said_in_words(
     expect(inbox(page)).to_have_attribute("data-connection", "live", timeout=40_000)
     expect(page.locator("mercurio-inbox .status")).to_be_hidden()
     assert [e for e in console.app_errors() if "429" not in e] == []
+
+
+@pytest.mark.timeout(90)
+def test_a_retracted_announcement_leaves_the_badge_and_the_list(
+    context: Any, server: Any, publisher: Any, embedder: Embedder, console: Any
+) -> None:
+    """Retracting an announcement sends read-state deleted with unreadCount null (each user's
+    count differs); the element dropped the item but kept counting it as unread."""
+    publisher.unicast("123", "Yours alone")
+    sent = httpx.post(
+        f"{server.url}/api/events/announce",
+        json={"sourceID": "tests", "id": "maintenance-1", "data": "Maintenance at 22:00"},
+        headers=publisher.headers,
+    )
+    sent.raise_for_status()
+    page = open_page(context, embedder, "123")
+    expect_badge(page, 2)
+    bell(page).click()
+    expect(rows(page, "Maintenance at 22:00")).to_have_count(1)
+
+    gone = httpx.delete(f"{server.url}/api/events/maintenance-1", headers=publisher.headers)
+    assert gone.status_code == 200, gone.text
+    expect(rows(page, "Maintenance at 22:00")).to_have_count(0, timeout=LIVE_TIMEOUT)
+    expect_badge(page, 1)
+    assert api(server, "123", "/notifications/unread-count")["unreadCount"] == 1
+    assert console.app_errors() == []

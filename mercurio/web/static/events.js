@@ -64,6 +64,8 @@ function onReadState(d) {
   if (typeof d.unreadCount === 'number') {
     state.countVersion++;
     setUnread(d.unreadCount);
+  } else {
+    scheduleCountRefresh(); // null: a retracted or replaced announcement, counted per user
   }
   syncList();
   closeReadNotifications(d);
