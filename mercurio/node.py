@@ -1,4 +1,4 @@
-"""One Mercurio node, wired: settings → auth, hub, fan-out, store, budgets and metrics.
+"""One Mercurio node, wired: settings → auth, hub, fan-out, store, retention, budgets, metrics.
 
 The node builds its parts and starts and stops them in order; it makes no decision a part
 could make itself. A publish goes api → node → store → fanout → hub → stream.
@@ -22,8 +22,10 @@ from mercurio.hub import Hub
 from mercurio.limits import PublishBudget, RateLimiter
 from mercurio.metrics import Metrics
 from mercurio.model import NewNotification, Notification
+from mercurio.retention import RetentionLoop
 from mercurio.stats import PublishStats
 from mercurio.store import PreferenceChanges, Preferences, Store
+from mercurio.store.first_seen import FirstSeen
 from mercurio.stream import CloseReason
 
 log = structlog.get_logger("mercurio.node")
@@ -44,6 +46,8 @@ class Node:
         self.hub = Hub(settings.stream_replay_concurrency)
         self.fanout = fanout or build_fanout(settings, self.hub)
         self.store = Store(settings.db_conn)
+        self.first_seen = FirstSeen(self.store)
+        self.retention = RetentionLoop(self.store, settings)
         # Web Push and e-mail: durable consumers enqueue, dispatchers send.
         self.channels = build_channels(settings, self.store)
         self.consumers = ConsumerRunner([*consumers, *self.channels.consumers])
@@ -61,12 +65,14 @@ class Node:
         await self.fanout.start(self.store)
         await self.consumers.start(self.store, self.store.write_engine())
         await self.channels.start()
+        self.retention.start()
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 
     async def stop(self) -> None:
         """Close every stream, finish queued publishes, close the store, then the fan-out."""
         self.hub.close_all(CloseReason.SHUTDOWN)
+        await self.retention.close()
         await self.channels.close()
         await self.consumers.close()
         await self.store.close()

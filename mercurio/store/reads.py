@@ -11,12 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercurio.model import ANNOUNCEMENT, Notification, utc
-from mercurio.schema import announcement_states, notifications
+from mercurio.schema import announcement_states, client_first_seen, notifications
 
 Status = Literal["all", "read", "unread"]
 
 n = notifications
 s = announcement_states
+f = client_first_seen
 
 
 @dataclass(slots=True)
@@ -66,10 +67,13 @@ def visible(
     client_id: str | sa.BindParameter[Any], now: datetime | sa.BindParameter[Any] | None = None
 ) -> sa.Select[Any]:
     """The client's notifications and announcements not expired at `now` (default: this
-    moment), with the client's own read state."""
+    moment), with the client's own read state; announcements made before the client was
+    first seen are left out."""
     if now is None:
         now = datetime.now(UTC)
-    joined = n.outerjoin(s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id))
+    joined = n.outerjoin(
+        s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id)
+    ).outerjoin(f, f.c.client_id == client_id)
     return (
         sa.select(
             n.c.id,
@@ -88,7 +92,17 @@ def visible(
             n.c.deleted_at.is_(None),
             s.c.deleted_at.is_(None),
             sa.or_(n.c.expires_at.is_(None), n.c.expires_at > now),
+            _not_before_first_seen(),
         )
+    )
+
+
+def _not_before_first_seen() -> sa.ColumnElement[bool]:
+    """An announcement made before the client was first seen is not inherited (first_seen.py)."""
+    return sa.or_(
+        n.c.client_id != ANNOUNCEMENT,
+        f.c.first_seen_at.is_(None),
+        n.c.created_at >= f.c.first_seen_at,
     )
 
 
