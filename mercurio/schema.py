@@ -138,7 +138,7 @@ server_secrets = sa.Table(
 )
 
 # When each client was first seen (its first authenticated request or stream): announcements
-# made before it are not inherited (reads.visible). Written once per client (migration 0009).
+# made before it are not inherited as unread (reads.read_at). Written once per client (0009).
 client_first_seen = sa.Table(
     "client_first_seen",
     metadata,

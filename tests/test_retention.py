@@ -252,31 +252,31 @@ async def test_inbox_max_trims_each_clients_oldest_first(start: Any, db_conn: st
         assert prune(db_conn, **env) == expected()
 
 
-async def test_a_new_user_does_not_inherit_old_announcements(start: Any, db_conn: str) -> None:
+async def test_a_new_user_does_not_inherit_old_announcements_as_unread(
+    start: Any, db_conn: str
+) -> None:
     server = start()
     old_user, new_user = new_client_id(), new_client_id()
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
         assert await inbox(api, old_user) == ([], 0)  # seen from now on
         before = await announce(api, "before the new user came")
         await asyncio.sleep(0.01)
-        assert await inbox(api, new_user) == ([], 0)
+        assert await inbox(api, new_user) == ([before], 0)  # listed, but as read
         assert await inbox(api, old_user) == ([before], 1)
-        one = await api.get(
-            f"/api/clients/{new_user}/notifications/{before}", headers=bearer(new_user)
-        )
-        assert one.status_code == 404
+        me = bearer(new_user)
+        one = await api.get(f"/api/clients/{new_user}/notifications/{before}", headers=me)
+        assert one.status_code == 200 and "readAt" in one.json()
         after = await announce(api, "after")
-        assert await inbox(api, new_user) == ([after], 1)
+        assert await inbox(api, new_user) == ([after, before], 1)
         assert await inbox(api, old_user) == ([after, before], 2)
-        headers = {**bearer(new_user), "Last-Event-ID": "0"}
-        url = f"/api/clients/{new_user}/notifications/stream"
-        async with open_stream(api, url, headers=headers) as stream:
-            assert [m.id for m in await stream.messages(1)] == [str(after)]
-            assert stream.pending() == []
-        marked = await api.put(
-            f"/api/clients/{new_user}/notifications/read", headers=bearer(new_user)
-        )
+        marked = await api.put(f"/api/clients/{new_user}/notifications/read", headers=me)
         assert marked.json()["updated"] == 1
+        back = await api.put(f"/api/clients/{new_user}/notifications/{before}/unread", headers=me)
+        assert back.status_code == 200, back.text
+        unread = await api.get(
+            f"/api/clients/{new_user}/notifications", params={"status": "unread"}, headers=me
+        )
+        assert [item["notificationID"] for item in unread.json()["notifications"]] == [before]
 
 
 async def test_the_node_prunes_on_its_own(start: Any, db_conn: str) -> None:
@@ -322,3 +322,41 @@ def test_a_bad_retention_setting_stops_the_start_with_one_line(
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 2, output
     assert len(output.splitlines()) == 1 and name in output, output
+
+
+def _migrate(connection: sa.Connection, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "mercurio/migrations"))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def test_users_known_before_the_upgrade_keep_their_announcements(
+    db_conn: str, start: Any
+) -> None:
+    known, preferring, newcomer = new_client_id(), new_client_id(), new_client_id()
+    async with database(db_conn) as db:
+        async with db.begin() as conn:
+            await conn.run_sync(_migrate, "0006")
+            row = {"source_id": "t", "category": "general", "data": '"x"', "publisher_id": "666"}
+            now = datetime.now(UTC)
+            await conn.execute(
+                n.insert(),
+                [
+                    {**row, "event_id": "a", "client_id": "*", "created_at": now},
+                    {**row, "event_id": "u", "client_id": known, "created_at": now},
+                ],
+            )
+            await conn.execute(
+                sa.text("INSERT INTO preferences (client_id, muted_categories) VALUES (:c, '[]')"),
+                {"c": preferring},
+            )
+        announced = await stored_ids(db)
+    server = start()  # migrates to the newest revision
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+        assert await inbox(api, known) == (sorted(announced, reverse=True), 2)
+        assert await inbox(api, preferring) == ([min(announced)], 1)
+        assert await inbox(api, newcomer) == ([min(announced)], 0)

@@ -1,8 +1,9 @@
-"""When each client was first seen: announcements made before it are not inherited.
+"""When each client was first seen: announcements made before it are not inherited as unread.
 
 A new user would otherwise find every announcement of the last MERCURIO_RETENTION_DAYS in
-its inbox as unread. reads.visible() hides the announcements created before the client's
-first authenticated request or stream; a client with no row (never seen) is shown them all.
+its inbox as unread. reads.read_at() counts the announcements created before the client's
+first authenticated request or stream as read at that moment; a client with no row (never
+seen) has them all unread, as before.
 """
 
 from __future__ import annotations

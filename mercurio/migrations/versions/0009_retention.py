@@ -17,8 +17,8 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-# Clients the database already knows count as seen from the start: they keep every
-# announcement they could see before this migration.
+# Clients the database already knows count as seen from the start: the announcements they
+# had unread before this migration stay unread.
 KNOWN_SINCE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
