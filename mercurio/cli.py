@@ -200,7 +200,14 @@ def db_prune(
     except ConfigError as exc:
         typer.echo(f"mercurio: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
-    report = asyncio.run(_prune(settings, dry_run))
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        report = asyncio.run(_prune(settings, dry_run))
+    except DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        typer.echo(f"mercurio: cannot prune ({reason}); run `mercurio db upgrade` first?", err=True)
+        raise typer.Exit(1) from None
     if report.skipped:
         typer.echo("mercurio: another node is pruning right now; try again later", err=True)
         raise typer.Exit(1)

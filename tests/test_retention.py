@@ -360,3 +360,44 @@ async def test_users_known_before_the_upgrade_keep_their_announcements(
         assert await inbox(api, known) == (sorted(announced, reverse=True), 2)
         assert await inbox(api, preferring) == ([min(announced)], 1)
         assert await inbox(api, newcomer) == ([min(announced)], 0)
+
+
+def run_prune(conn: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mercurio", "db", "prune"],
+        env={**os.environ, "MERCURIO_ENV": "test", "MERCURIO_DB_CONN": conn},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_prune_on_a_database_never_upgraded_says_so(tmp_path: Path) -> None:
+    result = run_prune(f"sqlite:///{tmp_path}/empty.db")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "mercurio db upgrade" in result.stderr
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A database of its own (a sync fixture: postgres_database runs its own event loop)."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.mark.postgres
+async def test_one_node_prunes_at_a_time_on_postgres(pg_url: str) -> None:
+    upgrade = [sys.executable, "-m", "mercurio", "db", "upgrade"]
+    env = {**os.environ, "MERCURIO_ENV": "test", "MERCURIO_DB_CONN": pg_url}
+    await asyncio.to_thread(subprocess.run, upgrade, env=env, cwd=ROOT, check=True)
+    async with database(pg_url) as db, db.connect() as holder:
+        key = sa.func.hashtext("mercurio.retention")
+        await holder.execute(sa.select(sa.func.pg_advisory_lock(key)))  # another node's run
+        busy = await asyncio.to_thread(run_prune, pg_url)
+        assert busy.returncode == 1, busy.stdout + busy.stderr
+        assert "another node is pruning" in busy.stderr
+        await holder.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+        free = await asyncio.to_thread(run_prune, pg_url)
+        assert free.returncode == 0, free.stderr
+        assert free.stdout.startswith("removed:")
