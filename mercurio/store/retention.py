@@ -188,9 +188,9 @@ class _Run:
             newest_over = sa.select(n.c.id).where(own).order_by(n.c.id.desc()).offset(cap).limit(1)
             cut = [int(row.id) for row in await self._read(newest_over)]
             if cut:
-                await self._settled_client(client_id, sa.and_(own, n.c.id <= cut[0]))
+                await self._trim_client(client_id, sa.and_(own, n.c.id <= cut[0]))
 
-    async def _settled_client(self, client_id: str, condition: sa.ColumnElement[bool]) -> None:
+    async def _trim_client(self, client_id: str, condition: sa.ColumnElement[bool]) -> None:
         after = 0
         while True:
             query = (
