@@ -1,4 +1,4 @@
-"""The `mercurio` command: serve, mint tokens, migrate the database."""
+"""The `mercurio` command: serve, mint tokens, migrate and prune the database."""
 
 from __future__ import annotations
 
@@ -183,6 +183,65 @@ def db_upgrade() -> None:
         typer.echo(f"mercurio: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"database at {redact_url(settings.db_conn)} is up to date")
+
+
+@db_app.command("prune")
+def db_prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be removed; remove nothing")
+    ] = False,
+) -> None:
+    """Purge old, deleted, expired and over-the-cap notifications now; print what went."""
+    from mercurio.store import check_reachable
+
+    settings = _settings()
+    try:
+        asyncio.run(check_reachable(settings.db_conn))
+    except ConfigError as exc:
+        typer.echo(f"mercurio: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        report = asyncio.run(_prune(settings, dry_run))
+    except DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        typer.echo(f"mercurio: cannot prune ({reason}); run `mercurio db upgrade` first?", err=True)
+        raise typer.Exit(1) from None
+    if report.skipped:
+        typer.echo("mercurio: another node is pruning right now; try again later", err=True)
+        raise typer.Exit(1)
+    typer.echo(_prune_lines(report, settings))
+
+
+async def _prune(settings: Settings, dry_run: bool) -> Any:
+    from mercurio.retention import prune_now
+    from mercurio.store import Store
+
+    store = Store(settings.db_conn)
+    # The schema as it is: a prune does not migrate (`mercurio db upgrade` does).
+    await store.start(migrate=False)
+    try:
+        return await prune_now(store, settings, dry_run=dry_run)
+    finally:
+        await store.close()
+
+
+def _prune_lines(report: Any, settings: Settings) -> str:
+    by = report.notifications
+    head = "would remove (dry run, nothing removed):" if report.dry_run else "removed:"
+    return "\n".join(
+        [
+            head,
+            f"  notifications older than {settings.retention_days} days: {by['retention']}",
+            f"  notifications deleted: {by['deleted']}",
+            f"  notifications expired: {by['expired']}",
+            f"  notifications over the inbox max ({settings.inbox_max}): {by['inbox_max']}",
+            f"  notifications in all: {report.total}",
+            f"  announcement states: {report.states}",
+            f"  deliveries: {report.deliveries}",
+        ]
+    )
 
 
 DEFAULT_URL = "http://127.0.0.1:8000"

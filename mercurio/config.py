@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     email_delay: float = Field(default=900.0, ge=0, le=30 * 86400)  # seconds unread before
     public_url: str = ""  # how people reach this service (links in e-mails)
 
+    # Retention (retention.py): what is purged, how long after, and how often nodes look.
+    retention_days: int = Field(default=90, ge=1, le=36_500)
+    retention_grace: float = Field(default=3600.0, ge=0, le=30 * 86400)  # after delete/expiry
+    inbox_max: int = Field(default=1000, ge=1, le=10_000_000)  # a client's own rows kept
+    prune_interval: float = Field(default=3600.0, ge=0.1, le=7 * 86400)  # seconds between runs
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] | None = None
 

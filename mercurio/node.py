@@ -1,4 +1,4 @@
-"""One Mercurio node, wired: settings → auth, hub, fan-out, store, budgets and metrics.
+"""One Mercurio node, wired: settings → auth, hub, fan-out, store, retention, budgets, metrics.
 
 The node builds its parts and starts and stops them in order; it makes no decision a part
 could make itself. A publish goes api → node → store → fanout → hub → stream.
@@ -23,9 +23,11 @@ from mercurio.hub import Hub
 from mercurio.limits import PublishBudget, RateLimiter
 from mercurio.metrics import Metrics
 from mercurio.model import ANNOUNCEMENT, NewNotification, Notification
+from mercurio.retention import RetentionLoop
 from mercurio.scheduler import Scheduler
 from mercurio.stats import PublishStats
 from mercurio.store import Pending, PreferenceChanges, Preferences, Retraction, Store
+from mercurio.store.first_seen import FirstSeen
 from mercurio.stream import CloseReason
 
 log = structlog.get_logger("mercurio.node")
@@ -46,6 +48,8 @@ class Node:
         self.hub = Hub(settings.stream_replay_concurrency)
         self.fanout = fanout or build_fanout(settings, self.hub)
         self.store = Store(settings.db_conn)
+        self.first_seen = FirstSeen(self.store)
+        self.retention = RetentionLoop(self.store, settings)
         # Web Push and e-mail: durable consumers enqueue, dispatchers send.
         self.channels = build_channels(settings, self.store)
         self.consumers = ConsumerRunner([*consumers, *self.channels.consumers])
@@ -67,6 +71,7 @@ class Node:
         await self.consumers.start(self.store, self.store.write_engine())
         await self.channels.start()
         await self.scheduler.start()
+        self.retention.start()
         self.started = True
         log.info("node.started", node_id=self.settings.node_id, store=self.store.dialect)
 
@@ -77,6 +82,7 @@ class Node:
         for task in list(self._telling):
             task.cancel()
         await asyncio.gather(*self._telling, return_exceptions=True)
+        await self.retention.close()
         await self.channels.close()
         await self.consumers.close()
         await self.store.close()

@@ -55,8 +55,12 @@ async def send_missed(
                 if not await _write_page(writer, request.client_id, page, settings.sse_heartbeat):
                     return -1
                 last_sent = page.notifications[-1].id
-    if truncated:
-        reset = sse.named("reset", {"reason": "replay-too-long", "lastEventId": last_sent})
+    # Retention purged history after Last-Event-ID that this client could have been sent:
+    # say so rather than resume over a silent gap.
+    pruned = request.last_event_id < await store.pruned_through(request.client_id)
+    if truncated or pruned:
+        reason = "history-pruned" if pruned else "replay-too-long"
+        reset = sse.named("reset", {"reason": reason, "lastEventId": last_sent})
         if not await writer.write(reset):
             return -1
     return last_sent

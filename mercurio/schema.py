@@ -38,6 +38,20 @@ notifications = sa.Table(
         sqlite_where=sa.text("collapse_key IS NOT NULL"),
     ),
     sa.Index("ix_notifications_publisher_event", "publisher_id", "event_id"),
+    # Retention finds deleted and expiring rows without a scan (migration 0009); partial, so
+    # a publish without an expiry pays nothing for them.
+    sa.Index(
+        "ix_notifications_deleted_at",
+        "deleted_at",
+        sqlite_where=sa.text("deleted_at IS NOT NULL"),
+        postgresql_where=sa.text("deleted_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_notifications_expires_at",
+        "expires_at",
+        sqlite_where=sa.text("expires_at IS NOT NULL"),
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
+    ),
 )
 
 # Notifications published with a delay, until they are due: no ledger id yet (DESIGN.md
@@ -76,6 +90,8 @@ announcement_states = sa.Table(
     sa.Column("notification_id", Id, primary_key=True),
     sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    # Retention removes an announcement's states with it (migration 0009).
+    sa.Index("ix_announcement_states_notification_id", "notification_id"),
 )
 
 preferences = sa.Table(
@@ -157,4 +173,23 @@ server_secrets = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(256), nullable=False),
+)
+
+# When each client was first seen (its first authenticated request or stream): announcements
+# made before it are not inherited as unread (reads.read_at). Written once per client (0009).
+client_first_seen = sa.Table(
+    "client_first_seen",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# How far retention pruned history a stream could have replayed: the highest id pruned for
+# age (client_id '*', everyone) or for a client's inbox cap. A resume from below it gets a
+# reset, not a silent gap (store/retention.py, replay.py).
+prune_marks = sa.Table(
+    "prune_marks",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("pruned_through", sa.BigInteger(), nullable=False),
 )

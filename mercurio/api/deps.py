@@ -45,6 +45,7 @@ async def get_principal(
     if token is None:
         raise AuthError(401, "missing bearer token (Authorization: Bearer <token>)")
     principal = node.auth.verify(token)
+    await node.first_seen.note(principal.user_id)  # a set lookup after the first time
     if principal.email is not None:
         # Where the user's digests go when no address was set through the API; a dict
         # lookup after the first request of this (user, address) in this process.

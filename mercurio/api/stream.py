@@ -92,6 +92,7 @@ async def _accept(node: Node, scope: Scope, client_id: str) -> StreamRequest:
     principal = await _authenticate(node, client_id, query, headers)
     if principal.user_id != client_id:
         raise StreamRefused(403, "this token may not open another client's stream")
+    await node.first_seen.note(client_id)
     last = headers.get("last-event-id") or _one(query, "lastEventId")
     return StreamRequest(client_id, principal, _last_event_id(last), _categories(query))
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mercurio.errors import StoreUnavailable
 from mercurio.model import NewNotification, Notification
-from mercurio.store import contacts, reads, scheduled, state
+from mercurio.store import contacts, reads, retention, scheduled, state
 from mercurio.store.engines import Engines, check_reachable, migrate, upgrade_database
 from mercurio.store.postgres_writes import PUBLISH_LOCK_KEY
 from mercurio.store.reads import Page, Replay, Status
@@ -325,6 +325,11 @@ class Store:
         """The highest notification id committed so far (0 when none)."""
         async with self._reader().connect() as conn:
             return await reads.last_id(conn)
+
+    async def pruned_through(self, client_id: str) -> int:
+        """The highest id retention pruned that the client could have been replayed (0: none)."""
+        async with self._reader().connect() as conn:
+            return await retention.pruned_through(conn, client_id)
 
     async def head(self, client_id: str) -> int:
         """The highest notification id the client can see (its own or an announcement)."""

@@ -11,12 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mercurio.model import ANNOUNCEMENT, Notification, utc
-from mercurio.schema import announcement_states, notifications
+from mercurio.schema import announcement_states, client_first_seen, notifications
 
 Status = Literal["all", "read", "unread"]
 
 n = notifications
 s = announcement_states
+f = client_first_seen
 
 
 @dataclass(slots=True)
@@ -67,10 +68,12 @@ def visible(
     client_id: str | sa.BindParameter[Any], now: datetime | sa.BindParameter[Any] | None = None
 ) -> sa.Select[Any]:
     """The client's notifications and announcements not expired at `now` (default: this
-    moment), with the client's own read state."""
+    moment), with the client's own read state (read_at())."""
     if now is None:
         now = datetime.now(UTC)
-    joined = n.outerjoin(s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id))
+    joined = n.outerjoin(
+        s, sa.and_(s.c.notification_id == n.c.id, s.c.client_id == client_id)
+    ).outerjoin(f, f.c.client_id == client_id)
     return (
         sa.select(
             n.c.id,
@@ -80,7 +83,7 @@ def visible(
             n.c.category,
             n.c.data,
             n.c.created_at,
-            sa.func.coalesce(n.c.read_at, s.c.read_at).label("read_at"),
+            read_at().label("read_at"),
             n.c.expires_at,
             n.c.collapse_key,
         )
@@ -94,9 +97,22 @@ def visible(
     )
 
 
+def read_at() -> sa.ColumnElement[Any]:
+    """When the client read a visible() row: its own row's read_at; for an announcement, the
+    client's state, else, when it was made before the client was first seen, that moment: a
+    new user does not inherit every past announcement as unread (first_seen.py)."""
+    inherited = sa.and_(n.c.client_id == ANNOUNCEMENT, n.c.created_at < f.c.first_seen_at)
+    announcement = sa.case(
+        (s.c.client_id.isnot(None), s.c.read_at),  # marked read or unread by the client
+        (inherited, f.c.first_seen_at),
+        else_=None,
+    )
+    return sa.func.coalesce(n.c.read_at, announcement)
+
+
 def unread(query: sa.Select[Any]) -> sa.Select[Any]:
     """A visible() query narrowed to what the client has not read."""
-    return query.where(n.c.read_at.is_(None), s.c.read_at.is_(None))
+    return query.where(read_at().is_(None))
 
 
 async def page(
@@ -115,7 +131,7 @@ async def page(
     if status == "unread":
         query = unread(query)
     elif status == "read":
-        query = query.where(sa.or_(n.c.read_at.isnot(None), s.c.read_at.isnot(None)))
+        query = query.where(read_at().isnot(None))
     if before is not None:
         query = query.where(n.c.id < before)
     if category is not None:

@@ -1,0 +1,55 @@
+"""When each client was first seen: announcements made before it are not inherited as unread.
+
+A new user would otherwise find every announcement of the last MERCURIO_RETENTION_DAYS in
+its inbox as unread. reads.read_at() counts the announcements created before the client's
+first authenticated request or stream as read at that moment; a client with no row (never
+seen) has them all unread, as before.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from mercurio.schema import client_first_seen
+from mercurio.store.engines import EngineSource
+from mercurio.store.state import insert_for
+
+CACHE_SIZE = 100_000
+"""Clients this process remembers as recorded; past it the memory starts over (a re-check
+is one primary-key read)."""
+
+f = client_first_seen
+
+
+class FirstSeen:
+    """Records each client's first moment once; a set lookup on every later request."""
+
+    def __init__(self, engines: EngineSource) -> None:
+        self._engines = engines
+        self._known: set[str] = set()
+
+    async def note(self, client_id: str) -> None:
+        """Record client_id as seen now, unless it already was (by any node)."""
+        if client_id in self._known:
+            return
+        if not await self._recorded(client_id):
+            await self._record(client_id)
+        if len(self._known) >= CACHE_SIZE:
+            self._known.clear()
+        self._known.add(client_id)
+
+    async def _recorded(self, client_id: str) -> bool:
+        # A read first: on SQLite a write would queue for the write lock on every restart.
+        async with self._engines.read_engine().connect() as conn:
+            query = sa.select(f.c.client_id).where(f.c.client_id == client_id)
+            return (await conn.execute(query)).first() is not None
+
+    async def _record(self, client_id: str) -> None:
+        async with self._engines.write_engine().begin() as conn:
+            statement = insert_for(conn)(f).values(
+                client_id=client_id, first_seen_at=datetime.now(UTC)
+            )
+            # Another node (or request) may have been first: its moment stands.
+            await conn.execute(statement.on_conflict_do_nothing(index_elements=[f.c.client_id]))
