@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from mercurio import sse
@@ -46,6 +46,10 @@ class Hub:
         # is 0.2 KiB. Tuples are rebuilt on register and unregister only.
         self._by_client: dict[str, tuple[Mailbox, ...]] = {}
         self._muted: dict[str, frozenset[str]] = {}
+        # Topic -> {client: the id its subscription starts after}, for clients with a stream
+        # here only: a topic publish touches its connected followers, never the store.
+        self._followers: dict[str, dict[str, int]] = {}
+        self._topics_of: dict[str, dict[str, int]] = {}
         self.open_streams = 0
         self.deliveries = 0
         self.slow_disconnects = 0
@@ -59,11 +63,19 @@ class Hub:
 
     # -- registry ---------------------------------------------------------------------------
 
-    def register(self, sub: Mailbox, muted: frozenset[str] = frozenset()) -> None:
-        """Start delivering to sub (muted: the client's muted categories, from the store)."""
+    def register(
+        self,
+        sub: Mailbox,
+        muted: frozenset[str] = frozenset(),
+        topics: Mapping[str, int] | None = None,
+    ) -> None:
+        """Start delivering to sub (muted: the client's muted categories; topics: those it
+        follows with where each subscription starts; both from the store)."""
         subs = self._by_client.get(sub.client_id, ())
         if not subs:
             self._muted[sub.client_id] = muted or NOT_MUTED
+            for topic, since in (topics or {}).items():
+                self._follow(sub.client_id, topic, since)
         self._by_client[sub.client_id] = (*subs, sub)
         self.open_streams += 1
         if self.closing is not None:
@@ -82,6 +94,8 @@ class Hub:
         else:
             del self._by_client[sub.client_id]
             self._muted.pop(sub.client_id, None)
+            for topic in list(self._topics_of.get(sub.client_id, ())):
+                self._unfollow(sub.client_id, topic)
 
     def streams_of(self, client_id: str) -> int:
         """How many streams the client has open on this node."""
@@ -99,6 +113,42 @@ class Hub:
         if client_id in self._by_client:
             self._muted[client_id] = muted or NOT_MUTED
 
+    def topics_of(self, client_id: str) -> dict[str, int] | None:
+        """The client's topics when it already has a stream here (no store read)."""
+        if client_id not in self._by_client:
+            return None
+        return dict(self._topics_of.get(client_id, {}))
+
+    def set_topic(self, client_id: str, topic: str, since: int | None) -> None:
+        """The client subscribed (since: where it starts) or unsubscribed (None), here or on
+        another node; only a client with a stream here is tracked."""
+        if client_id not in self._by_client:
+            return
+        if since is None:
+            self._unfollow(client_id, topic)
+        else:
+            self._follow(client_id, topic, since)
+
+    def followers(self, topic: str) -> int:
+        """How many clients with a stream here follow the topic."""
+        return len(self._followers.get(topic, ()))
+
+    def _follow(self, client_id: str, topic: str, since: int) -> None:
+        self._followers.setdefault(topic, {})[client_id] = since
+        self._topics_of.setdefault(client_id, {})[topic] = since
+
+    def _unfollow(self, client_id: str, topic: str) -> None:
+        followers = self._followers.get(topic)
+        if followers is not None:
+            followers.pop(client_id, None)
+            if not followers:
+                del self._followers[topic]
+        mine = self._topics_of.get(client_id)
+        if mine is not None:
+            mine.pop(topic, None)
+            if not mine:
+                del self._topics_of[client_id]
+
     # -- fan-out ----------------------------------------------------------------------------
 
     def deliver(self, notes: Iterable[Notification]) -> None:
@@ -108,6 +158,12 @@ class Hub:
             if note.is_announcement:
                 if self._by_client:
                     self._announce(sse.NotificationFrame(note), now)
+                continue
+            topic = note.topic
+            if topic is not None:
+                followers = self._followers.get(topic)
+                if followers:
+                    self._to_followers(followers, sse.NotificationFrame(note), now)
                 continue
             subs = self._by_client.get(note.client_id)
             if subs and note.category not in self._muted.get(note.client_id, ()):
@@ -124,6 +180,20 @@ class Hub:
             if frame.category not in self._muted.get(client_id, ()):
                 self._push(subs, frame.id, frame.category, frame.for_client(client_id), now)
         self.announce_deliveries += self.deliveries - before
+
+    def _to_followers(
+        self, followers: dict[str, int], frame: sse.NotificationFrame, now: float
+    ) -> None:
+        # No copy: a push never changes the registry (a closed stream unregisters later, in
+        # its own task), so the dict cannot change while this loop runs.
+        for client_id, since in followers.items():
+            # The hub learns of a subscribe when it is stored; a notification committed just
+            # before it may be handed over just after. The interval decides, as in the store.
+            if frame.id <= since or frame.category in self._muted.get(client_id, ()):
+                continue
+            subs = self._by_client.get(client_id)
+            if subs:
+                self._push(subs, frame.id, frame.category, frame.for_client(client_id), now)
 
     def _push(
         self, subs: tuple[Mailbox, ...], nid: int, category: str, frame: bytes, now: float

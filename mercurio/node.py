@@ -95,6 +95,19 @@ class Node:
         self.fanout.read_state(client_id, sse.named("read-state", payload))
         return payload
 
+    async def subscribe(self, client_id: str, topic: str) -> int:
+        """Store the client's subscription, then tell the streams' hubs (here and elsewhere)."""
+        since = await self.store.subscribe(client_id, topic)
+        self.fanout.topic(client_id, topic, since)
+        return since
+
+    async def unsubscribe(self, client_id: str, topic: str) -> bool:
+        """End the client's subscription in the store, then on every node's hub."""
+        was = await self.store.unsubscribe(client_id, topic)
+        if was:
+            self.fanout.topic(client_id, topic, None)
+        return was
+
     async def update_preferences(self, client_id: str, change: PreferenceChanges) -> Preferences:
         """Store the client's preferences and apply its muted categories to its open streams
         when they changed."""

@@ -1,4 +1,4 @@
-"""Publishing: unicast, broadcast and announcements."""
+"""Publishing: unicast, broadcast, announcements and topics."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ from mercurio.model import (
     CLIENT_ID_PATTERN,
     DEFAULT_CATEGORY,
     EVENT_ID_PATTERN,
+    TOPIC_PATTERN,
     NewNotification,
     Notification,
+    topic_key,
 )
 from mercurio.node import Node
 
@@ -176,6 +178,20 @@ class BroadcastIn(_PublishIn):
 
 class AnnounceIn(_PublishIn):
     pass
+
+
+TOPIC_RULE = "must be a slug: 1-64 of a-z, 0-9, '-' or '_', starting with a letter or digit"
+
+
+class TopicIn(_PublishIn):
+    topic: str
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not TOPIC_PATTERN.fullmatch(value):
+            raise ValueError(TOPIC_RULE)
+        return value
 
 
 class Published(BaseModel):
@@ -350,4 +366,11 @@ async def broadcast(body: BroadcastIn, ctx: Publishing) -> Response:
 async def announce(body: AnnounceIn, ctx: Publishing) -> Published:
     """Notify every user, present and future, with one stored notification."""
     stored = await _publish(ctx.node, ctx.publisher, "announce", body, [ANNOUNCEMENT])
+    return Published(notificationID=stored[0].id, eventID=stored[0].event_id)
+
+
+@router.post("/topic", response_model=Published)
+async def topic(body: TopicIn, ctx: Publishing) -> Published:
+    """Notify the topic's subscribers of this moment with one stored notification."""
+    stored = await _publish(ctx.node, ctx.publisher, "topic", body, [topic_key(body.topic)])
     return Published(notificationID=stored[0].id, eventID=stored[0].event_id)

@@ -44,6 +44,9 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
     muted = node.hub.muted_of(client_id)
     if muted is None:
         muted = await node.store.muted_categories(client_id)
+    topics = node.hub.topics_of(client_id)
+    if topics is None:
+        topics = await node.store.topics_of(client_id)
     cap = node.settings.max_streams_per_client
     if node.hub.streams_of(client_id) >= cap:
         # The newcomer is refused rather than the oldest closed: a closed EventSource
@@ -64,6 +67,7 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
         receive,
         send,
         muted=muted,
+        topics=topics,
         connection=connection,
     )
 
