@@ -208,6 +208,9 @@ def send(
         list[str] | None, typer.Option(metavar="ID", help="Client id to notify (repeatable)")
     ] = None,
     everyone: Annotated[bool, typer.Option("--all", help="Announce to every user")] = False,
+    topic: Annotated[
+        str | None, typer.Option(metavar="SLUG", help="Notify this topic's subscribers")
+    ] = None,
     category: Annotated[
         str | None, typer.Option(metavar="SLUG", help="Category slug (default general)")
     ] = None,
@@ -222,7 +225,8 @@ def send(
     token: Annotated[str | None, _TOKEN] = None,
     cacert: Annotated[str | None, _CACERT] = None,
 ) -> None:
-    """Publish a notification to clients (--to), or to everyone (--all)."""
+    """Publish a notification to clients (--to), to everyone (--all), or to a topic's
+    subscribers (--topic)."""
     from mercurio import terminal
 
     raise typer.Exit(
@@ -237,6 +241,7 @@ def send(
             source=source,
             event_id=event_id,
             ca_file=cacert,
+            topic=topic,
         )
     )
 
