@@ -50,6 +50,9 @@ class Hub:
         # here only: a topic publish touches its connected followers, never the store.
         self._followers: dict[str, dict[str, int]] = {}
         self._topics_of: dict[str, dict[str, int]] = {}
+        self.topic_changes = 0
+        """Subscription changes heard so far (any client): a stream that read its topics from
+        the store reads them again when one came in meanwhile, before it registers."""
         self.open_streams = 0
         self.deliveries = 0
         self.slow_disconnects = 0
@@ -122,6 +125,7 @@ class Hub:
     def set_topic(self, client_id: str, topic: str, since: int | None) -> None:
         """The client subscribed (since: where it starts) or unsubscribed (None), here or on
         another node; only a client with a stream here is tracked."""
+        self.topic_changes += 1
         if client_id not in self._by_client:
             return
         if since is None:
