@@ -177,10 +177,13 @@ class Cluster(Fanout):
         self.hub.set_muted(client_id, muted)
         self._control(encode_muted(self.node_id, client_id, muted), "muted", client_id)
 
-    def topic(self, client_id: str, topic: str, since: int | None) -> None:
+    def topic(
+        self, client_id: str, topic: str, since: int | None, until: int | None = None
+    ) -> None:
         """The client's subscription changed: this node's hub and the others' follow it."""
-        self.hub.set_topic(client_id, topic, since)
-        self._control(encode_topic(self.node_id, client_id, topic, since), "topic", client_id)
+        self.hub.set_topic(client_id, topic, since, until)
+        body = encode_topic(self.node_id, client_id, topic, since, until)
+        self._control(body, "topic", client_id)
 
     def _control(self, body: bytes, kind: str, client_id: str) -> None:
         limit = self.broker.max_message_bytes
@@ -276,9 +279,12 @@ class Cluster(Fanout):
             elif kind == "m":
                 self.hub.set_muted(str(message["c"]), frozenset(map(str, message["m"])))
             elif kind == "t":
-                since = message["s"]
+                since, until = message["s"], message.get("u")
                 self.hub.set_topic(
-                    str(message["c"]), str(message["t"]), None if since is None else int(since)
+                    str(message["c"]),
+                    str(message["t"]),
+                    None if since is None else int(since),
+                    None if until is None else int(until),
                 )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             log.warning("cluster.bad_message", error=f"{type(exc).__name__}: {exc}")

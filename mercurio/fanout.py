@@ -62,9 +62,12 @@ class Fanout(ABC):
         """The client's muted categories changed: its streams apply them from now on."""
         self.hub.set_muted(client_id, muted)
 
-    def topic(self, client_id: str, topic: str, since: int | None) -> None:
-        """The client subscribed to the topic (since: where it starts) or left it (None)."""
-        self.hub.set_topic(client_id, topic, since)
+    def topic(
+        self, client_id: str, topic: str, since: int | None, until: int | None = None
+    ) -> None:
+        """The client subscribed to the topic (since: where it starts) or left it (since
+        None, until: where it ended)."""
+        self.hub.set_topic(client_id, topic, since, until)
 
     def health(self) -> LinkHealth | None:
         """The link to other nodes, or None when there is none to have."""

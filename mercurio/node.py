@@ -97,16 +97,28 @@ class Node:
 
     async def subscribe(self, client_id: str, topic: str) -> int:
         """Store the client's subscription, then tell the streams' hubs (here and elsewhere)."""
-        since = await self.store.subscribe(client_id, topic)
+        self.hub.hold_topic(client_id, topic)
+        try:
+            since = await self.store.subscribe(client_id, topic)
+        except BaseException:
+            self.hub.release_topic(client_id, topic)
+            raise
         self.fanout.topic(client_id, topic, since)
         return since
 
     async def unsubscribe(self, client_id: str, topic: str) -> bool:
         """End the client's subscription in the store, then on every node's hub."""
-        was = await self.store.unsubscribe(client_id, topic)
-        if was:
-            self.fanout.topic(client_id, topic, None)
-        return was
+        self.hub.hold_topic(client_id, topic)
+        try:
+            until = await self.store.unsubscribe(client_id, topic)
+        except BaseException:
+            self.hub.release_topic(client_id, topic)
+            raise
+        if until is None:
+            self.hub.release_topic(client_id, topic)
+        else:
+            self.fanout.topic(client_id, topic, None, until)
+        return until is not None
 
     async def update_preferences(self, client_id: str, change: PreferenceChanges) -> Preferences:
         """Store the client's preferences and apply its muted categories to its open streams

@@ -7,7 +7,7 @@
   "r" read state: "c": client id, "f": the SSE frame to push to that client's streams
   "m" muted categories: "c": client id, "m": [categories]
   "t" topic subscription: "c": client id, "t": topic, "s": the id it starts after, or null
-      when the client unsubscribed
+      when the client unsubscribed, then "u": the last id that is still the client's
 """
 
 from __future__ import annotations
@@ -94,9 +94,13 @@ def encode_read_state(node_id: str, client_id: str, frame: bytes) -> bytes:
     return orjson.dumps({"n": node_id, "k": "r", "c": client_id, "f": frame.decode()})
 
 
-def encode_topic(node_id: str, client_id: str, topic: str, since: int | None) -> bytes:
-    """A client's subscribe (since: where it starts) or unsubscribe (None), for every node."""
-    return orjson.dumps({"n": node_id, "k": "t", "c": client_id, "t": topic, "s": since})
+def encode_topic(
+    node_id: str, client_id: str, topic: str, since: int | None, until: int | None = None
+) -> bytes:
+    """A client's subscribe (since: where it starts) or unsubscribe (since None, until: where
+    it ended), for every node."""
+    message = {"n": node_id, "k": "t", "c": client_id, "t": topic, "s": since, "u": until}
+    return orjson.dumps(message)
 
 
 def encode_muted(node_id: str, client_id: str, muted: frozenset[str]) -> bytes:

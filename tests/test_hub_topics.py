@@ -54,3 +54,41 @@ def test_unsubscribe_mute_and_the_last_stream_closing_stop_delivery() -> None:
     hub.set_topic("a", "news", None)
     hub.deliver([note(3, topic_key("news"))])
     assert not again.buffer
+
+
+def test_after_an_unsubscribe_what_is_up_to_its_end_still_goes_live_and_nothing_later() -> None:
+    # Committed before the unsubscribe (listed for the client), handed over after it.
+    hub = Hub()
+    sub = Subscription("a", limit=10)
+    hub.register(sub, topics={"news": 0})
+    hub.set_topic("a", "news", None, 7)
+    hub.deliver([note(7, topic_key("news")), note(8, topic_key("news"))])
+    assert [f["notificationID"] for f in frames(sub)] == [7]
+    assert hub.followers("news") == 0  # past its end: forgotten
+
+
+def test_frames_during_a_stored_change_wait_for_the_interval_the_store_picked() -> None:
+    hub = Hub()
+    sub = Subscription("a", limit=10)
+    hub.register(sub)
+    hub.hold_topic("a", "news")  # the subscribe is being stored
+    hub.deliver([note(3, topic_key("news")), note(4, topic_key("news"))])
+    assert not sub.buffer
+    assert hub.topics_of("a") == {}
+    hub.set_topic("a", "news", 3)  # the store put the start after 3
+    assert [f["notificationID"] for f in frames(sub)] == [4]
+    hub.hold_topic("a", "news")  # the unsubscribe is being stored
+    hub.deliver([note(5, topic_key("news")), note(6, topic_key("news"))])
+    hub.set_topic("a", "news", None, 5)  # ...and ended at 5
+    assert [f["notificationID"] for f in frames(sub)] == [4, 5]
+
+
+def test_a_failed_subscribe_releases_nothing_and_follows_nothing() -> None:
+    hub = Hub()
+    sub = Subscription("a", limit=10)
+    hub.register(sub)
+    hub.hold_topic("a", "news")
+    hub.deliver([note(1, topic_key("news"))])
+    hub.release_topic("a", "news")
+    hub.deliver([note(2, topic_key("news"))])
+    assert not sub.buffer and hub.followers("news") == 0

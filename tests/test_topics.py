@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mercurio.urls import database_url
 from tests.conftest import PUBLISHER, ServerProcess, bearer, new_client_id, postgres_database
-from tests.helpers import fence
+from tests.helpers import fence, until
 from tests.streams import Stream, open_stream
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,7 +104,9 @@ async def unicast(api: httpx.AsyncClient, user: str, data: str = "own") -> int:
 
 async def listed(api: httpx.AsyncClient, user: str) -> tuple[list[int], int]:
     """The ids in the user's list (newest first) and its unread count."""
-    answer = await api.get(f"/api/clients/{user}/notifications", headers=bearer(user))
+    answer = await api.get(
+        f"/api/clients/{user}/notifications", params={"limit": "500"}, headers=bearer(user)
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     return [n["notificationID"] for n in body["notifications"]], body["unreadCount"]
@@ -337,3 +339,43 @@ async def test_a_stream_opened_before_the_subscribe_gets_it_live(
         await subscribe(api, fan, topic)
         nid = await publish_topic(api, topic)
         assert await next_ids(stream, 1) == [nid]
+
+
+async def test_live_and_listed_agree_while_publishes_race_a_subscribe_and_unsubscribe(
+    api: httpx.AsyncClient,
+) -> None:
+    # The interval ends are the last committed id at the change and ids commit in order: what
+    # the stream got live is exactly what the list holds, a contiguous run of the topic's ids.
+    topic, fan = new_topic(), new_client_id()
+    published: list[int] = []
+    stop = asyncio.Event()
+
+    async def publisher() -> None:
+        while not stop.is_set():
+            published.append(await publish_topic(api, topic, len(published)))
+
+    async with open_stream(api, stream_url(fan), headers=bearer(fan)) as stream:
+        tasks = [asyncio.create_task(publisher()) for _ in range(4)]
+        try:
+            await until(lambda: len(published) >= 10, 30, "publishes before the subscribe")
+            await subscribe(api, fan, topic)
+            start = len(published)
+            await until(lambda: len(published) >= start + 10, 30, "publishes while subscribed")
+            assert (await unsubscribe(api, fan, topic)).status_code == 200
+            end = len(published)
+            await until(lambda: len(published) >= end + 10, 30, "publishes after")
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        sentinel = await unicast(api, fan)
+        live: list[int] = []
+        while not live or live[-1] != sentinel:
+            live.extend(await next_ids(stream, 1))
+    ids, _ = await listed(api, fan)
+    listed_topic = sorted(set(ids) - {sentinel})
+    assert live[:-1] == listed_topic
+    ordered = sorted(published)
+    assert listed_topic, "nothing published while subscribed"
+    first, last = ordered.index(listed_topic[0]), ordered.index(listed_topic[-1])
+    assert ordered[first : last + 1] == listed_topic
+    assert first > 0 and last < len(ordered) - 1  # some before and some after were not its

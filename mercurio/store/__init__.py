@@ -320,8 +320,9 @@ class Store:
         async with self.write_engine().begin() as conn:
             return await topics.subscribe(conn, client_id, topic)
 
-    async def unsubscribe(self, client_id: str, topic: str) -> bool:
-        """End the client's subscription; False when it had none. What it received stays."""
+    async def unsubscribe(self, client_id: str, topic: str) -> int | None:
+        """End the client's subscription: the id it ends at, None when it had none. What it
+        received stays."""
         async with self.write_engine().begin() as conn:
             return await topics.unsubscribe(conn, client_id, topic)
 

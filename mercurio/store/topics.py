@@ -50,15 +50,16 @@ async def subscribe(conn: AsyncConnection, client_id: str, topic: str) -> int:
     return position
 
 
-async def unsubscribe(conn: AsyncConnection, client_id: str, topic: str) -> bool:
-    """Close the client's open interval on the topic; False when it was not subscribed."""
+async def unsubscribe(conn: AsyncConnection, client_id: str, topic: str) -> int | None:
+    """Close the client's open interval on the topic: its until_id, or None when it was not
+    subscribed."""
     position = await last_id(conn)
     closed = await conn.execute(
         ts.update()
         .where(ts.c.client_id == client_id, ts.c.topic == topic, ts.c.until_id.is_(None))
         .values(until_id=position)
     )
-    return bool(closed.rowcount)
+    return position if closed.rowcount else None
 
 
 async def _open_since(conn: AsyncConnection, client_id: str, topic: str) -> int | None:
