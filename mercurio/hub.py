@@ -18,13 +18,13 @@ if TYPE_CHECKING:
     from mercurio.stream import CloseReason
 
 CONTROL = -1
+NOT_MUTED: frozenset[str] = frozenset()
+"""One empty set for every client that mutes nothing: each `frozenset()` is 0.2 KiB."""
+"""The id under which a non-notification frame (read-state, reset…) sits in a buffer."""
 PENDING = -1
 """A follower's since_id while its first subscribe is being stored (its frames are held)."""
 HOLD_LIMIT = 1000
 """Frames kept for one client while its subscription change is stored; past it, live drops."""
-NOT_MUTED: frozenset[str] = frozenset()
-"""One empty set for every client that mutes nothing: each `frozenset()` is 0.2 KiB."""
-"""The id under which a non-notification frame (read-state, reset…) sits in a buffer."""
 
 
 class Mailbox(Protocol):
