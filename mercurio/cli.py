@@ -267,6 +267,9 @@ def send(
         list[str] | None, typer.Option(metavar="ID", help="Client id to notify (repeatable)")
     ] = None,
     everyone: Annotated[bool, typer.Option("--all", help="Announce to every user")] = False,
+    topic: Annotated[
+        str | None, typer.Option(metavar="SLUG", help="Notify this topic's subscribers")
+    ] = None,
     category: Annotated[
         str | None, typer.Option(metavar="SLUG", help="Category slug (default general)")
     ] = None,
@@ -293,7 +296,8 @@ def send(
     token: Annotated[str | None, _TOKEN] = None,
     cacert: Annotated[str | None, _CACERT] = None,
 ) -> None:
-    """Publish a notification to clients (--to), or to everyone (--all)."""
+    """Publish a notification to clients (--to), to everyone (--all), or to a topic's
+    subscribers (--topic)."""
     from mercurio import terminal
 
     raise typer.Exit(
@@ -311,6 +315,7 @@ def send(
             ttl=ttl,
             delay=delay,
             collapse_key=collapse_key,
+            topic=topic,
         )
     )
 

@@ -24,7 +24,14 @@ from mercurio.fanout import Fanout, Ledger, LinkHealth
 from mercurio.hub import Hub
 from mercurio.model import Notification
 from mercurio.sequencer import Sequencer
-from mercurio.wire import decode_notes, doorbells, encode_head, encode_muted, encode_read_state
+from mercurio.wire import (
+    decode_notes,
+    doorbells,
+    encode_head,
+    encode_muted,
+    encode_read_state,
+    encode_topic,
+)
 
 log = structlog.get_logger("mercurio.cluster")
 
@@ -170,6 +177,14 @@ class Cluster(Fanout):
         self.hub.set_muted(client_id, muted)
         self._control(encode_muted(self.node_id, client_id, muted), "muted", client_id)
 
+    def topic(
+        self, client_id: str, topic: str, since: int | None, until: int | None = None
+    ) -> None:
+        """The client's subscription changed: this node's hub and the others' follow it."""
+        self.hub.set_topic(client_id, topic, since, until)
+        body = encode_topic(self.node_id, client_id, topic, since, until)
+        self._control(body, "topic", client_id)
+
     def _control(self, body: bytes, kind: str, client_id: str) -> None:
         limit = self.broker.max_message_bytes
         if limit is not None and len(body) > limit:
@@ -263,6 +278,14 @@ class Cluster(Fanout):
                 self.hub.push_event(str(message["c"]), str(message["f"]).encode())
             elif kind == "m":
                 self.hub.set_muted(str(message["c"]), frozenset(map(str, message["m"])))
+            elif kind == "t":
+                since, until = message["s"], message.get("u")
+                self.hub.set_topic(
+                    str(message["c"]),
+                    str(message["t"]),
+                    None if since is None else int(since),
+                    None if until is None else int(until),
+                )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             log.warning("cluster.bad_message", error=f"{type(exc).__name__}: {exc}")
 
@@ -277,14 +300,23 @@ class Cluster(Fanout):
             self._refresh = asyncio.create_task(self._refresh_muted(), name="mercurio-muted")
 
     async def _refresh_muted(self) -> None:
-        # Mute changes made elsewhere while the link was down were lost with their messages.
+        # Mute and topic changes made elsewhere while the link was down were lost with their
+        # messages: read them back for every client with a stream here.
         assert self.store is not None
         for client_id in self.hub.connected_clients():
             try:
                 self.hub.set_muted(client_id, await self.store.muted_categories(client_id))
+                self._refresh_topics(client_id, await self.store.topics_of(client_id))
             except Exception as exc:
                 log.warning("cluster.muted_refresh_failed", error=type(exc).__name__)
                 return
+
+    def _refresh_topics(self, client_id: str, stored: dict[str, int]) -> None:
+        known = self.hub.topics_of(client_id) or {}
+        for topic in known.keys() - stored.keys():
+            self.hub.set_topic(client_id, topic, None)
+        for topic, since in stored.items():
+            self.hub.set_topic(client_id, topic, since)
 
     async def _fetch(self, after: int, limit: int) -> list[Notification]:
         assert self.store is not None, "cluster not started"

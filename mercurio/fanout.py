@@ -25,6 +25,8 @@ class Ledger(Protocol):
 
     async def muted_categories(self, client_id: str) -> frozenset[str]: ...
 
+    async def topics_of(self, client_id: str) -> dict[str, int]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class LinkHealth:
@@ -59,6 +61,13 @@ class Fanout(ABC):
     def muted(self, client_id: str, muted: frozenset[str]) -> None:
         """The client's muted categories changed: its streams apply them from now on."""
         self.hub.set_muted(client_id, muted)
+
+    def topic(
+        self, client_id: str, topic: str, since: int | None, until: int | None = None
+    ) -> None:
+        """The client subscribed to the topic (since: where it starts) or left it (since
+        None, until: where it ended)."""
+        self.hub.set_topic(client_id, topic, since, until)
 
     def health(self) -> LinkHealth | None:
         """The link to other nodes, or None when there is none to have."""

@@ -9,11 +9,21 @@ from datetime import UTC, datetime
 ANNOUNCEMENT = "*"
 """The client id under which an announcement (one row for every user) is stored."""
 
+TOPIC_PREFIX = "#"
+"""A topic notification is one row stored under the client id "#<topic>": no client id
+starts with "#", so every query by client id already leaves it out."""
+
 DEFAULT_CATEGORY = "general"
 CATEGORY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
 EVENT_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")
 COLLAPSE_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+TOPIC_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def topic_key(topic: str) -> str:
+    """The client id a topic's notifications are stored under."""
+    return TOPIC_PREFIX + topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,16 @@ class Notification:
     @property
     def is_announcement(self) -> bool:
         return self.client_id == ANNOUNCEMENT
+
+    @property
+    def topic(self) -> str | None:
+        """The topic it was published to (None: a client's own, or an announcement)."""
+        return self.client_id[1:] if self.client_id.startswith(TOPIC_PREFIX) else None
+
+    @property
+    def is_shared(self) -> bool:
+        """One row for many users (announcement or topic): per-user state lives elsewhere."""
+        return self.client_id == ANNOUNCEMENT or self.client_id.startswith(TOPIC_PREFIX)
 
 
 def utc(moment: datetime) -> datetime:

@@ -22,7 +22,7 @@ from mercurio.fanout import Fanout, LocalFanout
 from mercurio.hub import Hub
 from mercurio.limits import PublishBudget, RateLimiter
 from mercurio.metrics import Metrics
-from mercurio.model import ANNOUNCEMENT, NewNotification, Notification
+from mercurio.model import ANNOUNCEMENT, TOPIC_PREFIX, NewNotification, Notification
 from mercurio.retention import RetentionLoop
 from mercurio.scheduler import Scheduler
 from mercurio.stats import PublishStats
@@ -133,18 +133,46 @@ class Node:
     ) -> dict[str, Any]:
         """Tell the client's open streams (every tab, every device) its read state changed.
 
-        For an announcement (client_id ANNOUNCEMENT) every open stream hears it, without an
-        unread count: each user's is their own.
+        For an announcement or a topic notification (one row shared by many) every open stream
+        hears it, without an unread count: each user's is their own; a stream that never had
+        that id ignores it.
         """
-        everyone = client_id == ANNOUNCEMENT
+        shared = client_id == ANNOUNCEMENT or client_id.startswith(TOPIC_PREFIX)
         payload = {
             "notificationID": notification_id,
             "status": status,
             "category": category,
-            "unreadCount": None if everyone else await self.store.unread_count(client_id),
+            "unreadCount": None if shared else await self.store.unread_count(client_id),
         }
-        self.fanout.read_state(client_id, sse.named("read-state", payload))
+        self.fanout.read_state(
+            ANNOUNCEMENT if shared else client_id, sse.named("read-state", payload)
+        )
         return payload
+
+    async def subscribe(self, client_id: str, topic: str) -> int:
+        """Store the client's subscription, then tell the streams' hubs (here and elsewhere)."""
+        self.hub.hold_topic(client_id, topic)
+        try:
+            since = await self.store.subscribe(client_id, topic)
+        except BaseException:
+            self.hub.release_topic(client_id, topic)
+            raise
+        self.fanout.topic(client_id, topic, since)
+        return since
+
+    async def unsubscribe(self, client_id: str, topic: str) -> bool:
+        """End the client's subscription in the store, then on every node's hub."""
+        self.hub.hold_topic(client_id, topic)
+        try:
+            until = await self.store.unsubscribe(client_id, topic)
+        except BaseException:
+            self.hub.release_topic(client_id, topic)
+            raise
+        if until is None:
+            self.hub.release_topic(client_id, topic)
+        else:
+            self.fanout.topic(client_id, topic, None, until)
+        return until is not None
 
     async def update_preferences(self, client_id: str, change: PreferenceChanges) -> Preferences:
         """Store the client's preferences and apply its muted categories to its open streams

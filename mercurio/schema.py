@@ -94,6 +94,20 @@ announcement_states = sa.Table(
     sa.Index("ix_announcement_states_notification_id", "notification_id"),
 )
 
+# Who follows which topic, as intervals of the ledger: a client sees a topic notification n
+# when since_id < n.id <= until_id (until_id NULL: still subscribed). Ids commit in order, so
+# since_id (the last committed id at subscribe time) splits "before" from "after" exactly.
+topic_subscriptions = sa.Table(
+    "topic_subscriptions",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("topic", sa.String(64), primary_key=True),
+    sa.Column("since_id", sa.BigInteger(), primary_key=True),
+    sa.Column("until_id", sa.BigInteger(), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_topic_subscriptions_topic", "topic", "until_id"),
+)
+
 preferences = sa.Table(
     "preferences",
     metadata,

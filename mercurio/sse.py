@@ -57,6 +57,8 @@ class NotificationFrame:
         }
         if note.expires_at is not None:
             fields["expiresAt"] = rfc3339(note.expires_at)
+        if note.topic is not None:
+            fields["topic"] = note.topic
         body = orjson.dumps(fields)
         head, _, tail = body.partition(orjson.dumps(marker))
         self.head = b"id: %d\ndata: %s" % (note.id, head)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-PUBLISH_KINDS = ("unicast", "broadcast", "announce")
+PUBLISH_KINDS = ("unicast", "broadcast", "announce", "topic")
 
 # Seconds. Publishes wait for a group commit (an fsync on SQLite, a round trip on PostgreSQL);
 # deliveries add the fan-out and one socket write.

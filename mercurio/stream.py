@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -137,9 +137,11 @@ async def serve(
     send: Send,
     *,
     muted: frozenset[str],
+    topics: Mapping[str, int] | None = None,
     connection: LossHook | None = None,
 ) -> None:
-    """Serve one stream from registration to its close (muted: the client's, read earlier).
+    """Serve one stream from registration to its close (muted, topics: the client's, read
+    earlier).
 
     connection: the server's hook for a lost connection; without it, a listener task awaits
     receive() for the http.disconnect.
@@ -153,7 +155,7 @@ async def serve(
         max_bytes=settings.stream_buffer_bytes,
         categories=request.categories,
     )
-    hub.register(sub, muted)
+    hub.register(sub, muted, topics)
     opened = time.monotonic()
     log.info("stream.open", client_id=request.client_id, last_event_id=request.last_event_id)
     listener = None

@@ -114,11 +114,15 @@ def send(
     ttl: int | None = None,
     delay: int | None = None,
     collapse_key: str | None = None,
+    topic: str | None = None,
 ) -> int:
-    """Publish DATA to one client, several, or everyone; print what was stored."""
+    """Publish DATA to one client, several, everyone, or a topic's subscribers; print what
+    was stored."""
     try:
-        if everyone == bool(to):
-            raise TerminalError("say who to notify: --to ID (repeatable) or --all, not both")
+        if [everyone, bool(to), topic is not None].count(True) != 1:
+            raise TerminalError(
+                "say who to notify: --to ID (repeatable), --all or --topic SLUG, one of them"
+            )
         value = parse_data(data, as_json=as_json)
         if token is None:
             token = mint_development_token(PUBLISHER_ID, publisher=True)
@@ -138,7 +142,9 @@ def send(
     try:
         with Mercurio(url, token, verify=verify, on_retry=_note) as mercurio:
             sent: list[tuple[str, PublishReceipt]]
-            if everyone:
+            if topic is not None:
+                sent = [(f"topic {topic}", mercurio.publish_topic(topic, value, **options))]
+            elif everyone:
                 sent = [("everyone", mercurio.announce(value, **options))]
             elif len(to) == 1:
                 sent = [(to[0], mercurio.publish(to[0], value, **options))]

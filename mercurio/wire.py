@@ -6,6 +6,8 @@
   "h" head: "i": the highest id the sender committed (sent after it reconnects)
   "r" read state: "c": client id, "f": the SSE frame to push to that client's streams
   "m" muted categories: "c": client id, "m": [categories]
+  "t" topic subscription: "c": client id, "t": topic, "s": the id it starts after, or null
+      when the client unsubscribed, then "u": the last id that is still the client's
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ def encode_head(node_id: str, last_id: int) -> bytes:
 def encode_read_state(node_id: str, client_id: str, frame: bytes) -> bytes:
     """A read-state SSE frame for the client's streams on every node."""
     return orjson.dumps({"n": node_id, "k": "r", "c": client_id, "f": frame.decode()})
+
+
+def encode_topic(
+    node_id: str, client_id: str, topic: str, since: int | None, until: int | None = None
+) -> bytes:
+    """A client's subscribe (since: where it starts) or unsubscribe (since None, until: where
+    it ended), for every node."""
+    message = {"n": node_id, "k": "t", "c": client_id, "t": topic, "s": since, "u": until}
+    return orjson.dumps(message)
 
 
 def encode_muted(node_id: str, client_id: str, muted: frozenset[str]) -> bytes:

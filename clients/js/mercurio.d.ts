@@ -12,6 +12,8 @@ export interface Notification {
   createdAt: string;
   /** RFC 3339 UTC, only when read */
   readAt?: string | null;
+  /** The topic it was published to, only for a topic notification. */
+  topic?: string;
 }
 
 /** A notification as the stream sends it. */
@@ -23,6 +25,8 @@ export interface StreamNotification {
   data: unknown;
   category: string;
   createdAt: string;
+  /** The topic it was published to, only for a topic notification. */
+  topic?: string;
 }
 
 /** The stream's `read-state` event: another tab or device (or this one) changed read state. */
@@ -132,12 +136,12 @@ export class MercurioClient {
   preferences(): Promise<Preferences>;
   setPreferences(preferences: Preferences): Promise<Preferences>;
 
-  /** Needs the topics routes of issue 13 (PUT /api/clients/{c}/topics/{topic}). */
-  follow(topic: string): Promise<unknown>;
-  /** Needs the topics routes of issue 13 (DELETE /api/clients/{c}/topics/{topic}). */
-  unfollow(topic: string): Promise<unknown>;
-  /** Needs the topics routes of issue 13 (GET /api/clients/{c}/topics). */
-  topics(): Promise<unknown>;
+  /** Subscribe to a topic (a slug): its notifications published from now on (PUT /api/clients/{c}/topics/{topic}). */
+  follow(topic: string): Promise<{ clientID: string; topic: string; status: 'subscribed' }>;
+  /** Unsubscribe; what was received stays. Rejects with 404 when not subscribed (DELETE …/topics/{topic}). */
+  unfollow(topic: string): Promise<{ clientID: string; topic: string; status: 'unsubscribed' }>;
+  /** The topics followed now, in name order (GET /api/clients/{c}/topics). */
+  topics(): Promise<{ clientID: string; topics: string[] }>;
 
   /** The server's VAPID public key (base64url), or null when Web Push is off. */
   vapidPublicKey(): Promise<string | null>;

@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from mercurio.api import contact, dev, events, notifications, openapi, ops, push
+from mercurio.api import contact, dev, events, notifications, openapi, ops, push, topics
 from mercurio.api.deps import RestApp
 from mercurio.api.docs import install_docs
 from mercurio.api.errors import ERROR_RESPONSES, install_error_handlers
@@ -85,6 +85,7 @@ def build_rest_app(node: Node) -> RestApp:
     app.include_router(notifications.router)
     app.include_router(push.router)
     app.include_router(contact.router)
+    app.include_router(topics.router)
     app.include_router(dev.router)
     app.include_router(ops.router)
     if STATIC_DIR.is_dir():

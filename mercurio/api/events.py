@@ -1,4 +1,4 @@
-"""Publishing: unicast, broadcast and announcements."""
+"""Publishing: unicast, broadcast, announcements and topics."""
 
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ from mercurio.model import (
     COLLAPSE_KEY_PATTERN,
     DEFAULT_CATEGORY,
     EVENT_ID_PATTERN,
+    TOPIC_PATTERN,
     NewNotification,
     Notification,
     rfc3339,
+    topic_key,
 )
 from mercurio.node import Node
 from mercurio.store import Pending
@@ -221,6 +223,20 @@ class BroadcastIn(_PublishIn):
 
 class AnnounceIn(_PublishIn):
     pass
+
+
+TOPIC_RULE = "must be a slug: 1-64 of a-z, 0-9, '-' or '_', starting with a letter or digit"
+
+
+class TopicIn(_PublishIn):
+    topic: str
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not TOPIC_PATTERN.fullmatch(value):
+            raise ValueError(TOPIC_RULE)
+        return value
 
 
 class Published(BaseModel):
@@ -448,7 +464,19 @@ async def announce(body: AnnounceIn, ctx: Publishing) -> Response:
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
-PUBLISH_ROUTES = frozenset({"unicast", "broadcast", "announce"})
+@router.post("/topic", response_model=Published, responses=SCHEDULED)
+async def topic(body: TopicIn, ctx: Publishing) -> Response:
+    """Notify the topic's subscribers of this moment with one stored notification."""
+    key = topic_key(body.topic)
+    if body.is_scheduled:
+        status, scheduled = await _schedule(ctx.node, ctx.publisher, body, [key])
+        return Response(orjson.dumps(scheduled[0]), status, media_type="application/json")
+    stored = await _publish(ctx.node, ctx.publisher, "topic", body, [key])
+    answer = {"notificationID": stored[0].id, "eventID": stored[0].event_id}
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+PUBLISH_ROUTES = frozenset({"unicast", "broadcast", "announce", "topic"})
 """Paths under /api/events that are routes: DELETE on them is 405, never a retraction."""
 
 

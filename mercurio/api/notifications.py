@@ -46,6 +46,8 @@ def notification_json(note: Notification) -> dict[str, Any]:
         out["readAt"] = rfc3339(note.read_at)
     if note.expires_at is not None:
         out["expiresAt"] = rfc3339(note.expires_at)
+    if note.topic is not None:
+        out["topic"] = note.topic
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN, EVENT_ID_PATTERN
+from mercurio.model import CATEGORY_PATTERN, CLIENT_ID_PATTERN, EVENT_ID_PATTERN, TOPIC_PATTERN
 
 Schema = dict[str, Any]
 
@@ -26,6 +26,7 @@ CLIENT_ID: Schema = {
 }
 CATEGORY: Schema = {"type": "string", "pattern": f"^{CATEGORY_PATTERN.pattern}$", "maxLength": 32}
 EVENT_ID: Schema = {"type": "string", "pattern": f"^{EVENT_ID_PATTERN.pattern}$", "maxLength": 200}
+TOPIC: Schema = {"type": "string", "pattern": f"^{TOPIC_PATTERN.pattern}$", "maxLength": 64}
 # Digits, not all zeros: what parse_notification_id and the subscription routes take.
 NUMERIC_ID: Schema = {"type": "string", "pattern": "^0*[1-9][0-9]*$", "maxLength": 18}
 NO_NUL: Schema = {"type": "string", "pattern": "^[^\\x00]*$"}
@@ -35,6 +36,7 @@ PARAMETERS: dict[str, Schema] = {
     "notificationID": NUMERIC_ID,
     "subscriptionID": NUMERIC_ID,
     "category": CATEGORY,
+    "topic": TOPIC,
     "status": {"type": "string", "enum": ["all", "read", "unread"], "default": "all"},
     "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
     "before": {"type": "integer", "minimum": 1, "maximum": MAX_NOTIFICATION_ID},
@@ -114,6 +116,7 @@ def _complete_body(model: Schema, max_destinations: int) -> None:
         ("destinationID", CLIENT_ID),
         ("userID", CLIENT_ID),
         ("category", CATEGORY),
+        ("topic", TOPIC),
     ):
         if name in properties and properties[name].get("type") == "string":
             properties[name].update(known)

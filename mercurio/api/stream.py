@@ -44,6 +44,7 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
     muted = node.hub.muted_of(client_id)
     if muted is None:
         muted = await node.store.muted_categories(client_id)
+    topics = await _topics(node, client_id)
     cap = node.settings.max_streams_per_client
     if node.hub.streams_of(client_id) >= cap:
         # The newcomer is refused rather than the oldest closed: a closed EventSource
@@ -64,8 +65,26 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
         receive,
         send,
         muted=muted,
+        topics=topics,
         connection=connection,
     )
+
+
+async def _topics(node: Node, client_id: str) -> dict[str, int]:
+    """The client's topics: the hub's when it has a stream here, else the store's.
+
+    A subscribe stored while the store is read reaches the hub before this stream registers,
+    and the hub tracks only registered clients: read again when one came in meanwhile.
+    """
+    for _ in range(3):
+        known = node.hub.topics_of(client_id)
+        if known is not None:
+            return known
+        seen = node.hub.topic_changes
+        stored = await node.store.topics_of(client_id)
+        if node.hub.topic_changes == seen:
+            break
+    return stored
 
 
 def _forget_request_headers(scope: Scope) -> None:

@@ -296,6 +296,21 @@ def _retraction(body: Any) -> Retraction:
     )
 
 
+def publish_topic(
+    me: Identity, policy: RetryPolicy, topic: str, data: JSONValue, options: Publishing
+) -> Exchange[PublishReceipt]:
+    """Notify the topic's subscribers of this moment with one stored notification."""
+    path = "/api/events/topic"
+    request = _publish_request(me, path, data, options, topic=topic)
+    return retried(request, policy, me.url + path, _receipt)
+
+
+def topic_subscribers(me: Identity, policy: RetryPolicy, topic: str) -> Exchange[int]:
+    """How many clients follow the topic now (a publisher's token)."""
+    path = f"/api/topics/{quote(topic, safe='')}"
+    return _inbox(me, policy, "GET", path, lambda body: int(body["subscribers"]))
+
+
 def _client_path(me: Identity, client_id: str | None, rest: str) -> str:
     """/api/clients/{clientID}{rest}: the given client, else the token's own user."""
     chosen = client_id or token_subject(me.token)
@@ -396,3 +411,25 @@ def set_preferences(
     path = _client_path(me, client_id, "/preferences")
     body = {"mutedCategories": list(muted)}
     return _inbox(me, policy, "PUT", path, _muted, body=body)
+
+
+def list_topics(me: Identity, policy: RetryPolicy, client_id: str | None) -> Exchange[list[str]]:
+    """The topics the client follows, in name order."""
+    path = _client_path(me, client_id, "/topics")
+    return _inbox(me, policy, "GET", path, lambda body: [str(t) for t in body["topics"]])
+
+
+def subscribe_topic(
+    me: Identity, policy: RetryPolicy, client_id: str | None, topic: str
+) -> Exchange[None]:
+    """Subscribe the client to the topic (again is once)."""
+    path = _client_path(me, client_id, f"/topics/{quote(topic, safe='')}")
+    return _inbox(me, policy, "PUT", path, lambda _: None)
+
+
+def unsubscribe_topic(
+    me: Identity, policy: RetryPolicy, client_id: str | None, topic: str
+) -> Exchange[None]:
+    """Unsubscribe the client (MercurioError 404 when it was not subscribed)."""
+    path = _client_path(me, client_id, f"/topics/{quote(topic, safe='')}")
+    return _inbox(me, policy, "DELETE", path, lambda _: None)

@@ -68,6 +68,8 @@ class InboxNotification:
     category: str
     created_at: datetime | None
     read_at: datetime | None
+    topic: str | None = None
+    """The topic it was published to (None: sent to this client, or an announcement)."""
 
     @property
     def read(self) -> bool:
@@ -96,6 +98,8 @@ class ReceivedNotification:
     data: Any
     category: str
     created_at: datetime | None
+    topic: str | None = None
+    """The topic it was published to (None: sent to this client, or an announcement)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,7 @@ def _notification(payload: dict[str, Any], sse_id: str) -> ReceivedNotification:
         data=payload.get("data"),
         category=str(payload.get("category", "general")),
         created_at=_parse_time(payload.get("createdAt")),
+        topic=_topic(payload),
     )
 
 
@@ -187,7 +192,13 @@ def inbox_notification(payload: dict[str, Any]) -> InboxNotification:
         category=str(payload.get("category", "general")),
         created_at=_parse_time(payload.get("createdAt")),
         read_at=_parse_time(payload.get("readAt")),
+        topic=_topic(payload),
     )
+
+
+def _topic(payload: dict[str, Any]) -> str | None:
+    topic = payload.get("topic")
+    return str(topic) if topic is not None else None
 
 
 def notification_page(payload: dict[str, Any]) -> NotificationPage:

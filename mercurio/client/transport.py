@@ -235,6 +235,42 @@ class AsyncMercurio(_Client):
         """Cancel a scheduled notification, or retract a delivered one from every inbox."""
         return await self._run(calls.retract(self.me, self.backoff, event_id))
 
+    async def publish_topic(
+        self,
+        topic: str,
+        data: JSONValue,
+        *,
+        category: str | None = None,
+        event_id: str | None = None,
+        source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
+    ) -> PublishReceipt:
+        """Notify the topic's subscribers with one stored notification."""
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
+        return await self._run(calls.publish_topic(self.me, self.backoff, topic, data, options))
+
+    async def topic_subscribers(self, topic: str) -> int:
+        """How many clients follow the topic now (a publisher's token)."""
+        return await self._run(calls.topic_subscribers(self.me, self.backoff, topic))
+
+    async def topics(self, *, client_id: str | None = None) -> list[str]:
+        """The topics the client (the token's user unless client_id) follows."""
+        return await self._run(calls.list_topics(self.me, self.backoff, client_id))
+
+    async def subscribe_topic(self, topic: str, *, client_id: str | None = None) -> None:
+        """Subscribe the client to the topic's notifications from now on."""
+        await self._run(calls.subscribe_topic(self.me, self.backoff, client_id, topic))
+
+    async def unsubscribe_topic(self, topic: str, *, client_id: str | None = None) -> None:
+        """Unsubscribe the client; what it received stays in its inbox."""
+        await self._run(calls.unsubscribe_topic(self.me, self.backoff, client_id, topic))
+
     async def _run(self, call: Exchange[T]) -> T:
         return await run_async(self.http, self.me, call, self.on_retry)
 
@@ -428,6 +464,42 @@ class Mercurio(_Client):
     def retract(self, event_id: str) -> Retraction:
         """Cancel a scheduled notification, or retract a delivered one from every inbox."""
         return self._run(calls.retract(self.me, self.backoff, event_id))
+
+    def publish_topic(
+        self,
+        topic: str,
+        data: JSONValue,
+        *,
+        category: str | None = None,
+        event_id: str | None = None,
+        source_id: str | None = None,
+        ttl: int | None = None,
+        expires_at: datetime | str | None = None,
+        delay: int | None = None,
+        deliver_at: datetime | str | None = None,
+        collapse_key: str | None = None,
+    ) -> PublishReceipt:
+        """Notify the topic's subscribers with one stored notification."""
+        options = Publishing(
+            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        )
+        return self._run(calls.publish_topic(self.me, self.backoff, topic, data, options))
+
+    def topic_subscribers(self, topic: str) -> int:
+        """How many clients follow the topic now (a publisher's token)."""
+        return self._run(calls.topic_subscribers(self.me, self.backoff, topic))
+
+    def topics(self, *, client_id: str | None = None) -> list[str]:
+        """The topics the client (the token's user unless client_id) follows."""
+        return self._run(calls.list_topics(self.me, self.backoff, client_id))
+
+    def subscribe_topic(self, topic: str, *, client_id: str | None = None) -> None:
+        """Subscribe the client to the topic's notifications from now on."""
+        self._run(calls.subscribe_topic(self.me, self.backoff, client_id, topic))
+
+    def unsubscribe_topic(self, topic: str, *, client_id: str | None = None) -> None:
+        """Unsubscribe the client; what it received stays in its inbox."""
+        self._run(calls.unsubscribe_topic(self.me, self.backoff, client_id, topic))
 
     def _run(self, call: Exchange[T]) -> T:
         return run_sync(self.http, self.me, call, self.on_retry)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mercurio.errors import StoreUnavailable
 from mercurio.model import NewNotification, Notification
-from mercurio.store import contacts, reads, retention, scheduled, state
+from mercurio.store import contacts, reads, retention, scheduled, state, topics
 from mercurio.store.engines import Engines, check_reachable, migrate, upgrade_database
 from mercurio.store.postgres_writes import PUBLISH_LOCK_KEY
 from mercurio.store.reads import Page, Replay, Status
@@ -393,3 +393,26 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    # -- topics -----------------------------------------------------------------------------
+
+    async def subscribe(self, client_id: str, topic: str) -> int:
+        """Subscribe the client to the topic from now on; the id its interval starts after."""
+        async with self.write_engine().begin() as conn:
+            return await topics.subscribe(conn, client_id, topic)
+
+    async def unsubscribe(self, client_id: str, topic: str) -> int | None:
+        """End the client's subscription: the id it ends at, None when it had none. What it
+        received stays."""
+        async with self.write_engine().begin() as conn:
+            return await topics.unsubscribe(conn, client_id, topic)
+
+    async def topics_of(self, client_id: str) -> dict[str, int]:
+        """The client's topics now, each with the id its subscription starts after."""
+        async with self._reader().connect() as conn:
+            return await topics.subscribed(conn, client_id)
+
+    async def subscriber_count(self, topic: str) -> int:
+        """How many clients follow the topic now."""
+        async with self._reader().connect() as conn:
+            return await topics.subscriber_count(conn, topic)

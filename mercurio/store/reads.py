@@ -10,14 +10,20 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mercurio.model import ANNOUNCEMENT, Notification, utc
-from mercurio.schema import announcement_states, client_first_seen, notifications
+from mercurio.model import ANNOUNCEMENT, TOPIC_PREFIX, Notification, utc
+from mercurio.schema import (
+    announcement_states,
+    client_first_seen,
+    notifications,
+    topic_subscriptions,
+)
 
 Status = Literal["all", "read", "unread"]
 
 n = notifications
 s = announcement_states
 f = client_first_seen
+ts = topic_subscriptions
 
 
 @dataclass(slots=True)
@@ -89,7 +95,7 @@ def visible(
         )
         .select_from(joined)
         .where(
-            n.c.client_id.in_([client_id, ANNOUNCEMENT]),
+            *_audience(client_id),
             n.c.deleted_at.is_(None),
             s.c.deleted_at.is_(None),
             sa.or_(n.c.expires_at.is_(None), n.c.expires_at > now),
@@ -108,6 +114,44 @@ def read_at() -> sa.ColumnElement[Any]:
         else_=None,
     )
     return sa.func.coalesce(n.c.read_at, announcement)
+
+
+def _as_text(client_id: str | sa.BindParameter[Any]) -> sa.ColumnElement[Any]:
+    if isinstance(client_id, str):
+        return sa.literal(client_id, sa.String())
+    return sa.cast(client_id, sa.String())
+
+
+def _audience(client_id: str | sa.BindParameter[Any]) -> list[sa.ColumnElement[bool]]:
+    """The rows a client may see: its own, announcements, and its topics' rows within one of
+    its subscription intervals.
+
+    One IN over the client id (its own, "*", "#<topic>" of each topic it ever followed) keeps
+    the (client_id, id) index doing the work; the interval test then runs only on topic rows.
+    """
+    keys = sa.union_all(
+        sa.select(_as_text(client_id)),
+        sa.select(sa.literal(ANNOUNCEMENT, sa.String())),
+        sa.select(sa.literal(TOPIC_PREFIX, sa.String()) + ts.c.topic)
+        .where(ts.c.client_id == client_id)
+        .distinct(),
+    )
+    within = (
+        sa.select(sa.literal(1))
+        .select_from(ts)
+        .where(
+            ts.c.client_id == client_id,
+            # The topic from the row's key, not the key from the topic: the index holds topic.
+            ts.c.topic == sa.func.substr(n.c.client_id, len(TOPIC_PREFIX) + 1),
+            ts.c.since_id < n.c.id,
+            sa.or_(ts.c.until_id.is_(None), ts.c.until_id >= n.c.id),
+        )
+        .exists()
+    )
+    return [
+        n.c.client_id.in_(keys),
+        sa.or_(n.c.client_id.in_([client_id, ANNOUNCEMENT]), within),
+    ]
 
 
 def unread(query: sa.Select[Any]) -> sa.Select[Any]:
@@ -263,7 +307,7 @@ async def last_id(conn: AsyncConnection) -> int:
 
 
 async def head(conn: AsyncConnection, client_id: str) -> int:
-    """The highest notification id the client can see (its own or an announcement)."""
-    query = sa.select(sa.func.max(n.c.id)).where(n.c.client_id.in_([client_id, ANNOUNCEMENT]))
+    """The highest notification id the client can see (its own, an announcement, a topic's)."""
+    query = sa.select(sa.func.max(n.c.id)).where(*_audience(client_id))
     value = (await conn.execute(query)).scalar()
     return int(value or 0)

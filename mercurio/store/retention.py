@@ -6,7 +6,7 @@ Four reasons, taken in this order (a row counts under the first that applies):
 - `deleted`: deleted by its client more than the grace ago;
 - `expired`: expired more than the grace ago;
 - `inbox_max`: beyond the newest MERCURIO_INBOX_MAX of one client's own rows (announcements
-  are nobody's inbox and are not counted).
+  and topic notifications are shared, nobody's inbox, and are not counted).
 
 Each batch (at most BATCH ids) is one short transaction, with a pause between batches, so a
 publish waits for the write lock a batch at most. A dry run walks the same batches read-only
@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mercurio.model import ANNOUNCEMENT, utc
+from mercurio.model import ANNOUNCEMENT, TOPIC_PREFIX, utc
 from mercurio.schema import announcement_states, deliveries, notifications, prune_marks
 from mercurio.store.engines import EngineSource
 from mercurio.store.state import insert_for
@@ -178,7 +178,13 @@ class _Run:
         cap = self.policy.inbox_max
         query = (
             sa.select(n.c.client_id)
-            .where(n.c.client_id != ANNOUNCEMENT, n.c.id <= self.top, self._surviving())
+            .where(
+                n.c.client_id != ANNOUNCEMENT,
+                # A topic's rows are shared like an announcement, not one client's inbox.
+                n.c.client_id.not_like(f"{TOPIC_PREFIX}%"),
+                n.c.id <= self.top,
+                self._surviving(),
+            )
             .group_by(n.c.client_id)
             .having(sa.func.count() > cap)
             .order_by(n.c.client_id)

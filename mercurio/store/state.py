@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mercurio.model import ANNOUNCEMENT, Notification, utc
+from mercurio.model import Notification, utc
 from mercurio.schema import announcement_states, notifications, preferences, stream_tickets
 from mercurio.store.reads import row_to_notification, unread, visible
 
@@ -36,7 +36,7 @@ async def set_read(
         return None
     note = row_to_notification(row)
     read_at = (note.read_at or now) if read else None
-    if note.is_announcement:
+    if note.is_shared:
         await _upsert_state(conn, client_id, notification_id, read_at=read_at)
     else:
         await conn.execute(n.update().where(n.c.id == notification_id).values(read_at=read_at))
@@ -59,13 +59,14 @@ async def mark_all_read(conn: AsyncConnection, client_id: str, category: str | N
 async def _mark_announcements_read(
     conn: AsyncConnection, client_id: str, category: str | None, now: datetime
 ) -> int:
-    """One INSERT ... SELECT ... ON CONFLICT for all unread announcements, not one each.
+    """One INSERT ... SELECT ... ON CONFLICT for all unread shared rows (announcements and
+    topic notifications), not one each.
 
     One statement per announcement held the write lock for seconds over a long backlog.
     """
     unread_announcements = (
         unread(visible(client_id))
-        .where(n.c.client_id == ANNOUNCEMENT)
+        .where(n.c.client_id != client_id)  # announcements and topic notifications
         .with_only_columns(
             sa.literal(client_id, sa.String()).label("client_id"),
             n.c.id.label("notification_id"),
@@ -90,7 +91,7 @@ async def delete(conn: AsyncConnection, client_id: str, notification_id: int) ->
     row = (await conn.execute(visible(client_id).where(n.c.id == notification_id))).first()
     if row is None:
         return False
-    if row.client_id == ANNOUNCEMENT:
+    if row_to_notification(row).is_shared:
         read_at = utc(row.read_at) if row.read_at is not None else None
         await _upsert_state(conn, client_id, notification_id, read_at=read_at, deleted_at=now)
     else:

@@ -363,6 +363,9 @@ export class MercurioInbox extends Base {
       const id = Number(d.notificationID);
       const n = this._items.get(id);
       if (d.status === 'deleted') this._items.delete(id);
+      if (d.status === 'deleted' && n && !n.readAt && typeof d.unreadCount !== 'number') {
+        this._setUnread(Math.max(0, this._unread - 1)); // a shared row: the count is ours to keep
+      }
       else if (n && d.status === 'read') n.readAt = n.readAt || now;
       else if (n && d.status === 'unread') n.readAt = null;
     }
@@ -370,15 +373,7 @@ export class MercurioInbox extends Base {
       for (const [id, n] of this._items) if (n.readAt) this._items.delete(id);
     }
     if (typeof d.unreadCount === 'number') this._setUnread(d.unreadCount);
-    else this._recount(); // null: a retracted or replaced announcement, whose count is per user
     this._render();
-  }
-
-  async _recount() {
-    try {
-      this._setUnread(await this.client.unreadCount());
-      this._render();
-    } catch { /* the next list or read-state event brings the count */ }
   }
 
   _onStatus(state, detail = {}) {

@@ -80,16 +80,23 @@ test('bad input gets the server\'s clear error', { skip }, async () => {
   await assert.rejects(other.list(), (err) => err.status === 403 || err.status === 404);
 });
 
-test('topics need issue 13: until then the server answers 404', { skip }, async () => {
-  const client = clientFor(newUser());
-  try {
-    await client.follow('deploys');
-    assert.ok(Array.isArray((await client.topics()).topics ?? []));
-    await client.unfollow('deploys');
-  } catch (err) {
-    assert.ok(err instanceof MercurioError);
-    assert.equal(err.status, 404);
-  }
+test('topics: follow, list, a topic publish in the list, unfollow', { skip }, async () => {
+  const user = newUser();
+  const client = clientFor(user);
+  const topic = `deploys-${user.toLowerCase()}`.slice(0, 64);
+  assert.deepEqual(await client.follow(topic), { clientID: user, topic, status: 'subscribed' });
+  assert.deepEqual((await client.topics()).topics, [topic]);
+  const r = await fetch(`${SERVER}/api/events/topic`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${await devToken('666', true)}` },
+    body: JSON.stringify({ sourceID: 'node-tests', topic, data: 'shipped' }),
+  });
+  assert.equal(r.status, 200, await r.clone().text());
+  const { notifications } = await client.list();
+  assert.deepEqual(notifications.map((n) => [n.data, n.topic]), [['shipped', topic]]);
+  assert.equal((await client.unfollow(topic)).status, 'unsubscribed');
+  await assert.rejects(client.unfollow(topic), (err) => err instanceof MercurioError && err.status === 404);
+  await assert.rejects(client.follow('Not A Slug'), (err) => err.status === 400);
 });
 
 test('subscribe: a ticket-authenticated stream delivers notifications and read states', { skip }, async () => {

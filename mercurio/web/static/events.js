@@ -58,14 +58,16 @@ function onReadState(d) {
     const id = Number(d.notificationID);
     const n = state.items.get(id);
     if (d.status === 'deleted') state.items.delete(id);
+    if (d.status === 'deleted' && n && !n.readAt && typeof d.unreadCount !== 'number') {
+      state.countVersion++;
+      setUnread(Math.max(0, state.unread - 1)); // a shared row: the count is ours to keep
+    }
     else if (n && d.status === 'read' && !n.readAt) n.readAt = now;
     else if (n && d.status === 'unread') n.readAt = null;
   }
   if (typeof d.unreadCount === 'number') {
     state.countVersion++;
     setUnread(d.unreadCount);
-  } else {
-    scheduleCountRefresh(); // null: a retracted or replaced announcement, counted per user
   }
   syncList();
   closeReadNotifications(d);
