@@ -35,6 +35,7 @@ import { showError } from './banner.js';
 import { onBackLive, setConn, setUnread } from './header.js';
 import { refreshTimes } from './list.js';
 import { wireMuteMenu } from './prefs.js';
+import { wireTopics } from './topics.js';
 import { loadList, loadUntilItWorks, resync } from './loading.js';
 import { markAllRead, wireItemActions } from './actions.js';
 import { startStreaming, streamInfo, transport, wirePageLifecycle } from './streaming.js';
@@ -153,6 +154,7 @@ window.__mercurio = Object.freeze({
 // Every listener is in place before boot() starts loading (one document click handler per menu).
 wireItemActions();
 wireMuteMenu();
+wireTopics();
 wireToolbar();
 wirePageLifecycle();
 wireDesktopNotifications();

@@ -9,6 +9,7 @@ import { setConn, loadCount } from './header.js';
 import { syncList } from './list.js';
 import { addCategories } from './categories.js';
 import { loadPrefs } from './prefs.js';
+import { loadTopics } from './topics.js';
 
 export async function loadList({ append = false } = {}) {
   const loading = { arrived: [] };
@@ -65,7 +66,7 @@ export async function resync() {
 export async function loadUntilItWorks() {
   for (let attempt = 0; ; attempt++) {
     try {
-      await Promise.all([loadList(), loadCount(), loadPrefs()]);
+      await Promise.all([loadList(), loadCount(), loadPrefs(), loadTopics()]);
       await loadHead();
       return;
     } catch (err) {
