@@ -86,7 +86,10 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
-    keep_alive_timeout: int = Field(default=5, ge=1, le=3600)
+    # Longer than the idle expiry of common HTTP clients (httpx: 5 s), so that the client, not
+    # the server, closes an idle connection: else a request sent as the server closes it fails
+    # (seen as ReadError under load). Behind a load balancer, set it above the balancer's.
+    keep_alive_timeout: int = Field(default=15, ge=1, le=3600)
     max_connections: int = Field(default=50_000, ge=1, le=10_000_000)
     cors_allowed_origins: OptionalCommaList = None  # default: any origin outside production
     cors_allowed_headers: CommaList = Field(

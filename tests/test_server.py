@@ -267,3 +267,24 @@ async def test_https_serves_a_stream_and_a_publish_from_cli_options(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 15) == 0
+
+
+async def test_an_idle_keep_alive_connection_outlives_the_clients_own_expiry(
+    server: ServerProcess,
+) -> None:
+    """The server closed idle connections after 5 s, the same as httpx's keep-alive expiry:
+    a publish sent on a pooled connection as the server closed it failed with ReadError
+    (seen under load in the stuck-reader test). The client must be the side that closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    try:
+        for _ in range(2):
+            writer.write(request)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            await asyncio.sleep(6)  # past httpx's 5 s: still open here
+    finally:
+        writer.close()
