@@ -18,8 +18,12 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mercurio tests bench
 	$(VENV)/bin/mypy
 
+# Two workers, each test file on one of them (its module fixtures shared, its servers its own):
+# the suite mostly waits on server processes, so two halves take about half the time.
+TEST_JOBS ?= 2
+
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.run
