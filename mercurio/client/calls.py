@@ -24,7 +24,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -195,6 +195,19 @@ def _receipt(body: Any) -> PublishReceipt:
 
 def _receipts(body: Any) -> list[PublishReceipt]:
     return [_receipt(item) for item in body]
+
+
+class PublishOptions(TypedDict, total=False):
+    """The keyword arguments of every publish method (as Publishing's fields)."""
+
+    category: str | None
+    event_id: str | None
+    source_id: str | None
+    ttl: int | None
+    expires_at: datetime | str | None
+    delay: int | None
+    deliver_at: datetime | str | None
+    collapse_key: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,14 +18,21 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self, TypeVar, Unpack
 
 import httpx
 
 from mercurio.client import calls
-from mercurio.client.calls import RETRY_ERRORS, Exchange, Identity, Pause, Publishing, Request
+from mercurio.client.calls import (
+    RETRY_ERRORS,
+    Exchange,
+    Identity,
+    Pause,
+    Publishing,
+    PublishOptions,
+    Request,
+)
 from mercurio.client.model import (
     InboxNotification,
     JSONValue,
@@ -173,62 +180,29 @@ class AsyncMercurio(_Client):
         self,
         destination: str,
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> PublishReceipt:
         """Notify one client; returns the notification id and event id."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
-        )
-        call = calls.publish(self.me, self.backoff, destination, data, options)
+        call = calls.publish(self.me, self.backoff, destination, data, Publishing(**options))
         return await self._run(call)
 
     async def broadcast(
         self,
         destinations: Sequence[str],
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> list[PublishReceipt]:
         """Notify many clients (one notification each, in the order given)."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
-        )
-        call = calls.broadcast(self.me, self.backoff, destinations, data, options)
+        call = calls.broadcast(self.me, self.backoff, destinations, data, Publishing(**options))
         return await self._run(call)
 
     async def announce(
         self,
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> PublishReceipt:
         """Notify every user, present and future, with one stored notification."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
-        )
-        call = calls.announce(self.me, self.backoff, data, options)
+        call = calls.announce(self.me, self.backoff, data, Publishing(**options))
         return await self._run(call)
 
     async def retract(self, event_id: str) -> Retraction:
@@ -239,21 +213,12 @@ class AsyncMercurio(_Client):
         self,
         topic: str,
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> PublishReceipt:
         """Notify the topic's subscribers with one stored notification."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        return await self._run(
+            calls.publish_topic(self.me, self.backoff, topic, data, Publishing(**options))
         )
-        return await self._run(calls.publish_topic(self.me, self.backoff, topic, data, options))
 
     async def topic_subscribers(self, topic: str) -> int:
         """How many clients follow the topic now (a publisher's token)."""
@@ -403,62 +368,29 @@ class Mercurio(_Client):
         self,
         destination: str,
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> PublishReceipt:
         """Notify one client; returns the notification id and event id."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
-        )
-        call = calls.publish(self.me, self.backoff, destination, data, options)
+        call = calls.publish(self.me, self.backoff, destination, data, Publishing(**options))
         return self._run(call)
 
     def broadcast(
         self,
         destinations: Sequence[str],
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> list[PublishReceipt]:
         """Notify many clients (one notification each, in the order given)."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
-        )
-        call = calls.broadcast(self.me, self.backoff, destinations, data, options)
+        call = calls.broadcast(self.me, self.backoff, destinations, data, Publishing(**options))
         return self._run(call)
 
     def announce(
         self,
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> PublishReceipt:
         """Notify every user, present and future, with one stored notification."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
-        )
-        call = calls.announce(self.me, self.backoff, data, options)
+        call = calls.announce(self.me, self.backoff, data, Publishing(**options))
         return self._run(call)
 
     def retract(self, event_id: str) -> Retraction:
@@ -469,21 +401,12 @@ class Mercurio(_Client):
         self,
         topic: str,
         data: JSONValue,
-        *,
-        category: str | None = None,
-        event_id: str | None = None,
-        source_id: str | None = None,
-        ttl: int | None = None,
-        expires_at: datetime | str | None = None,
-        delay: int | None = None,
-        deliver_at: datetime | str | None = None,
-        collapse_key: str | None = None,
+        **options: Unpack[PublishOptions],
     ) -> PublishReceipt:
         """Notify the topic's subscribers with one stored notification."""
-        options = Publishing(
-            category, event_id, source_id, ttl, expires_at, delay, deliver_at, collapse_key
+        return self._run(
+            calls.publish_topic(self.me, self.backoff, topic, data, Publishing(**options))
         )
-        return self._run(calls.publish_topic(self.me, self.backoff, topic, data, options))
 
     def topic_subscribers(self, topic: str) -> int:
         """How many clients follow the topic now (a publisher's token)."""
