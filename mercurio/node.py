@@ -91,7 +91,13 @@ class Node:
 
     async def publish(self, items: list[NewNotification]) -> list[Notification]:
         """Store items durably; answers once the rows are committed (and handed to fan-out)."""
-        return await self.store.publish(items)
+        stored = await self.store.publish(items)
+        own = {n.client_id: n.created_at for n in stored if not _shared(n.client_id)}
+        try:
+            await self.first_seen.note_sent(own)
+        except Exception as exc:  # committed all the same: at worst an announcement stays unread
+            log.warning("first_seen.failed", error=type(exc).__name__)
+        return stored
 
     async def schedule(
         self, items: list[NewNotification], deliver_at: float, ttl: int | None
@@ -137,7 +143,7 @@ class Node:
         hears it, without an unread count: each user's is their own; a stream that never had
         that id ignores it.
         """
-        shared = client_id == ANNOUNCEMENT or client_id.startswith(TOPIC_PREFIX)
+        shared = _shared(client_id)
         payload = {
             "notificationID": notification_id,
             "status": status,
@@ -181,6 +187,11 @@ class Node:
         if change.muted is not None:
             self.fanout.muted(client_id, chosen.muted)
         return chosen
+
+
+def _shared(client_id: str) -> bool:
+    """One row for many: an announcement or a topic notification."""
+    return client_id == ANNOUNCEMENT or client_id.startswith(TOPIC_PREFIX)
 
 
 def build_fanout(settings: Settings, hub: Hub) -> Fanout:

@@ -279,6 +279,21 @@ async def test_a_new_user_does_not_inherit_old_announcements_as_unread(
         assert [item["notificationID"] for item in unread.json()["notifications"]] == [before]
 
 
+async def test_a_user_sent_something_before_its_first_request_is_not_new(
+    start: Any, db_conn: str
+) -> None:
+    """The README's example listed 2 unread of 3: user 123 had been sent two notifications,
+    then an announcement, and its first request came after all three, so the announcement
+    counted as inherited. Being sent a notification is being seen."""
+    server = start()
+    user = new_client_id()
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+        first = await unicast(api, user, "sent before any request")
+        await asyncio.sleep(0.01)
+        later = await announce(api, "announced after that")
+        assert await inbox(api, user) == ([later, first], 2)
+
+
 async def test_the_node_prunes_on_its_own(start: Any, db_conn: str) -> None:
     server = start({"MERCURIO_PRUNE_INTERVAL": "0.3"})
     user = new_client_id()

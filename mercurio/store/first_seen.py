@@ -1,13 +1,15 @@
 """When each client was first seen: announcements made before it are not inherited as unread.
 
 A new user would otherwise find every announcement of the last MERCURIO_RETENTION_DAYS in
-its inbox as unread. reads.read_at() counts the announcements created before the client's
-first authenticated request or stream as read at that moment; a client with no row (never
-seen) has them all unread, as before.
+its inbox as unread. reads.read_at() counts the announcements created before the client was
+first seen (its first authenticated request or stream, or the first notification stored for
+it, whichever came first) as read at that moment; a client with no row (never seen) has them
+all unread, as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -39,6 +41,27 @@ class FirstSeen:
         if len(self._known) >= CACHE_SIZE:
             self._known.clear()
         self._known.add(client_id)
+
+    async def note_sent(self, moments: Mapping[str, datetime]) -> None:
+        """Clients a notification was just stored for: seen from that moment, unless already
+        seen. A user who has been sent something is not new, even before its first request:
+        an announcement made after its first notification stays unread for it."""
+        fresh = {c: at for c, at in moments.items() if c not in self._known}
+        if not fresh:
+            return
+        async with self._engines.read_engine().connect() as conn:
+            query = sa.select(f.c.client_id).where(f.c.client_id.in_(sorted(fresh)))
+            seen = set((await conn.execute(query)).scalars())
+        rows = [{"client_id": c, "first_seen_at": at} for c, at in fresh.items() if c not in seen]
+        if rows:
+            async with self._engines.write_engine().begin() as conn:
+                statement = insert_for(conn)(f).on_conflict_do_nothing(
+                    index_elements=[f.c.client_id]
+                )
+                await conn.execute(statement, rows)
+        if len(self._known) + len(fresh) >= CACHE_SIZE:
+            self._known.clear()
+        self._known.update(fresh)
 
     async def _recorded(self, client_id: str) -> bool:
         # A read first: on SQLite a write would queue for the write lock on every restart.
