@@ -62,8 +62,9 @@ def fingerprint(db: Path) -> Fingerprint:
         tables = [
             row[0]
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            # The channels' consumers move their cursors as the ledger grows, on their own.
-            if row[0] not in ("alembic_version", "consumer_cursors")
+            # The channels' consumers move their cursors as the ledger grows, on their own; an
+            # authenticated client's first request records when it was first seen (retention).
+            if row[0] not in ("alembic_version", "consumer_cursors", "client_first_seen")
         ]
         return {
             t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables

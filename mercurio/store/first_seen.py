@@ -49,6 +49,18 @@ class FirstSeen:
         fresh = {c: at for c, at in moments.items() if c not in self._known}
         if not fresh:
             return
+        if len(self._known) + len(fresh) >= CACHE_SIZE:
+            self._known.clear()
+        # Claimed before the first await: a burst of publishes to one new client records it
+        # once, not once per publish in flight (2,000 concurrent transactions swelled memory).
+        self._known.update(fresh)
+        try:
+            await self._record_sent(fresh)
+        except BaseException:
+            self._known.difference_update(fresh)
+            raise
+
+    async def _record_sent(self, fresh: Mapping[str, datetime]) -> None:
         async with self._engines.read_engine().connect() as conn:
             query = sa.select(f.c.client_id).where(f.c.client_id.in_(sorted(fresh)))
             seen = set((await conn.execute(query)).scalars())
@@ -59,9 +71,6 @@ class FirstSeen:
                     index_elements=[f.c.client_id]
                 )
                 await conn.execute(statement, rows)
-        if len(self._known) + len(fresh) >= CACHE_SIZE:
-            self._known.clear()
-        self._known.update(fresh)
 
     async def _recorded(self, client_id: str) -> bool:
         # A read first: on SQLite a write would queue for the write lock on every restart.
