@@ -541,3 +541,40 @@ class ThreadedPushService:
             timeout + 5
         )
         return result
+
+
+async def _try_by_hand(server: str, client_id: str) -> None:
+    """Subscribe a mock device for `client_id` on a development server, print what it gets."""
+    import httpx
+
+    async with MockPushService() as service, httpx.AsyncClient(base_url=server) as http:
+        answer = await http.post("/api/dev/token", json={"userID": client_id})
+        answer.raise_for_status()
+        auth = {"Authorization": f"Bearer {answer.json()['token']}"}
+        device = service.device()
+        answer = await http.post(
+            f"/api/clients/{client_id}/push-subscriptions",
+            json=device.subscription_json(),
+            headers=auth,
+        )
+        if answer.status_code != 201:
+            raise SystemExit(f"registering the subscription: {answer.status_code} {answer.text}")
+        print(f"subscribed {client_id} at {device.endpoint}; waiting for pushes (Ctrl-C stops)")
+        seen = 0
+        while True:
+            received = await service.wait_for(seen + 1, timeout=86400)
+            for push in received[seen:]:
+                print(f"push (TTL {push.ttl}, Topic {push.topic}): {push.payload.decode()}")
+            seen = len(received)
+
+
+if __name__ == "__main__":
+    # Web Push by hand, offline: run the server with MERCURIO_PUSH_ENDPOINT_HOSTS=127.0.0.1,
+    # then `python -m tests.push_service [server] [clientID]` and publish to that client.
+    import sys
+
+    args = sys.argv[1:] + ["http://127.0.0.1:8000", "123"][len(sys.argv[1:]) :]
+    try:
+        asyncio.run(_try_by_hand(args[0], args[1]))
+    except KeyboardInterrupt:
+        pass

@@ -52,6 +52,8 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.accepted: list[EmailMessage] = []
+        self.raw: dict[str, list[bytes]] = {}
+        """Each accepted message as the SMTP server got it, by recipient."""
         self.refused: list[EmailMessage] = []
         self.replies: dict[str, list[str]] = {}
         """Replies to give an address's next messages instead of accepting them."""
@@ -75,6 +77,7 @@ class Mailbox:
             self.refused.append(message)
             return scripted.pop(0)
         self.accepted.append(message)
+        self.raw.setdefault(to, []).append(raw)
         return "250 2.0.0 OK"
 
     def to(self, address: str) -> list[EmailMessage]:
@@ -378,6 +381,22 @@ async def test_one_click_unsubscribe_turns_e_mail_off(
 
 
 # -- the SMTP server's answers ------------------------------------------------------------
+
+
+async def test_list_unsubscribe_reaches_the_mail_server_as_a_url_not_rfc2047_encoded_words(
+    api: httpx.AsyncClient, box: Mailbox
+) -> None:
+    """aiosmtplib flattened the digest with its own 78-column policy, so the long header went
+    out as `=?utf-8?q?=3Chttp…?=`: mail clients look for `<https://…>` and found no link."""
+    user = new_client_id()
+    address = await put_contact(api, user)
+    await publish(api, user, {"title": "read my headers"})
+    await arrived(lambda: len(box.to(address)) == 1, "no digest arrived")
+    (raw,) = box.raw[address]
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    (line,) = [h for h in head.split("\r\n") if h.startswith("List-Unsubscribe:")]
+    assert line == f"List-Unsubscribe: <{unsubscribe_url(box.to(address)[0])}>", head
+    assert "=?" not in head, head
 
 
 async def test_4xx_is_retried_and_delivered_once_5xx_is_given_up(

@@ -25,7 +25,9 @@ BODY_CHARS = 500
 URL_CHARS = 2000
 # Headers are not folded below RFC 5322's 998 characters: the default (78) would fold the long
 # List-Unsubscribe URL into RFC 2047 encoded words, which mail clients do not read as a URL.
-POLICY = policy.SMTP.clone(max_line_length=998)
+# Bodies are 7-bit (quoted-printable or base64 when not ASCII): the bytes go out as flattened
+# here, to any server, whether it offers 8BITMIME or not.
+POLICY = policy.SMTP.clone(max_line_length=998, cte_type="7bit")
 
 
 @dataclass(frozen=True, slots=True)

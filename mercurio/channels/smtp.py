@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
 from enum import Enum
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -96,10 +97,17 @@ class SmtpSender:
         import aiosmtplib  # only nodes that send e-mail need it
 
         target = self.target
+        # Flattened with the message's own policy: given the message, aiosmtplib flattens it
+        # with a 78-column one and folds List-Unsubscribe into encoded words.
+        raw = message.as_bytes(policy=message.policy)
+        sender = parseaddr(str(message["From"]))[1]
+        recipients = [address for _, address in getaddresses([str(message["To"])])]
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 await aiosmtplib.send(
-                    message,
+                    raw,
+                    sender=sender,
+                    recipients=recipients,
                     hostname=target.host,
                     port=target.port,
                     username=target.username,
