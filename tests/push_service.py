@@ -247,6 +247,10 @@ class MockPushService:
                 conn.start_next_cycle()
         except (h11.ProtocolError, OSError):
             return
+        except asyncio.CancelledError:
+            # Only __aexit__ cancels a connection. Ending normally keeps asyncio's stream callback
+            # from logging the cancel as an "exception in callback" at every shutdown.
+            return
         finally:
             self._connections.pop(task, None)
             writer.transport.abort()
