@@ -153,6 +153,6 @@ async def traced_memory(args: argparse.Namespace, folder: Path) -> dict[str, Any
                 "bytes_per_stream": d.size_diff / max(n, 1),
                 "blocks_per_stream": d.count_diff / max(n, 1),
             }
-            for d in diff[:15]
+            for d in diff[:40]
         ],
     }

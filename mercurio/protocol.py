@@ -72,7 +72,7 @@ class Connection:
         self.timer: asyncio.TimerHandle | None = None
         self.lost = False
         self.on_lost: Callable[[], None] | None = None
-        self.protocol: HttpToolsProtocol | None = None
+        self.protocol: GuardedProtocol | None = None
 
     def notify(self, callback: Callable[[], None] | None) -> None:
         """Call callback once the connection is lost (at once if it is); None: stop."""
@@ -101,6 +101,12 @@ class Connection:
             return False  # bytes already queued go first, through flow control
         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         return True
+
+    def outlive_request(self) -> None:
+        """The response will long outlive its request (a stream): let the protocol free what
+        only a next request on this connection would need."""
+        if self.protocol is not None:
+            self.protocol.retire_parser()
 
     def gone(self) -> None:
         """The connection was lost: tell whoever asked, once."""
@@ -178,8 +184,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.gone()
 
     def data_received(self, data: bytes) -> None:
-        if self.guard.refused:
-            return  # lingering: read and drop what the client still sends
+        if self.guard.refused or self.parser is None:
+            # Lingering after a refusal, or a stream's parser retired: read and drop what the
+            # client still sends.
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -250,6 +258,18 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.reading_body = False
         self._disarm()
         super().on_message_complete()
+
+    def retire_parser(self) -> None:
+        """Free the parser (0.9 KiB: httptools' state and a bound method per callback) of a
+        connection whose request is read whole and whose response will last, and close the
+        connection when that response ends, as nothing could parse a next request. A client
+        pipelining one behind a stream gets no answer on this connection, and resends it on
+        another (RFC 9112 9.3.2)."""
+        cycle = self.cycle
+        if cycle is None or cycle.more_body or self.pipeline or self.parser is None:
+            return
+        cycle.keep_alive = False
+        self.parser = None  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         cycle.__class__ = OneWriteCycle  # built by uvicorn's on_headers_complete; same state

@@ -137,3 +137,40 @@ async def test_streams_whose_clients_vanish_leave_at_once(
             await asyncio.sleep(0.1)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_streams_connection_holds_no_parser_and_closes_when_the_stream_ends(
+    make_server: type[ServerProcess],
+) -> None:
+    """Each open stream kept its connection's HTTP parser (0.9 KiB: httptools' state and a
+    bound method per callback) for a next request that cannot come while the stream lasts.
+    Now the parser goes once the stream starts: the answer says Connection: close, what the
+    client sends meanwhile is read and dropped (a request pipelined behind a stream is never
+    answered on it), the stream goes on, and the connection closes when the stream ends."""
+    server = make_server({"MERCURIO_SSE_HEARTBEAT": "60"})
+    user = "parserless"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(
+            f"GET /api/clients/{user}/notifications/stream HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {make_token(user, ttl=4)}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+        assert b" 200 " in head.split(b"\r\n", 1)[0], head
+        assert b"\r\nconnection: close\r\n" in head.lower(), head
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+            answer = await api.post(
+                "/api/events/unicast",
+                headers={"Authorization": f"Bearer {make_token('666', publisher=True)}"},
+                json={"sourceID": "s", "destinationID": user, "data": "still here"},
+            )
+            assert answer.status_code == 200, answer.text
+        # The token runs out after 4 s: the stream says so and ends, and the server closes.
+        rest = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    assert b"still here" in rest
+    assert b"event: token-expired" in rest
+    assert b"HTTP/1.1" not in rest, "the request sent behind the stream was answered on it"

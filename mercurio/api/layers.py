@@ -80,7 +80,6 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = _request_id(scope["headers"])
-        echoed = (b"x-request-id", request_id.encode())
         policy = scope["path"] not in DOCS_PAGES
         status = 0
 
@@ -88,10 +87,14 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # Built here, not kept beside the id: a stream would hold both for hours.
+                echoed = (b"x-request-id", request_id.encode())
                 message["headers"] = _with_headers(message.get("headers", ()), echoed, policy)
             await send(message)
 
-        tokens = structlog.contextvars.bind_contextvars(request_id=request_id, node_id=self.node_id)
+        # Unbound by name at the end, not reset with the tokens bind returns: those tokens
+        # would live as long as the request, a stream's hours included.
+        structlog.contextvars.bind_contextvars(request_id=request_id, node_id=self.node_id)
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_headers)
@@ -102,7 +105,7 @@ class RequestContext:
             _log(scope, status, time.perf_counter() - started)
             if self.tally is not None:
                 self.tally.record(scope["method"], route_of(scope), status)
-            structlog.contextvars.reset_contextvars(**tokens)
+            structlog.contextvars.unbind_contextvars("request_id", "node_id")
 
 
 def route_of(scope: Scope) -> str:
@@ -189,17 +192,18 @@ class CrossOriginOnly:
         self.cors = cors
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function handing on the coroutine it chose, as StreamRouter: no frame of
+        # this layer lives as long as a stream.
         if scope["type"] != "http" or any(k == b"origin" for k, _ in scope["headers"]):
-            await self.cors(scope, receive, send)
-            return
+            return self.cors(scope, receive, send)
 
         async def send_varying(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = _vary_origin(message.get("headers", ()))
             await send(message)
 
-        await self.app(scope, receive, send_varying)
+        return self.app(scope, receive, send_varying)
 
 
 def _vary_origin(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -225,14 +229,14 @@ class OneAuthorization:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function, as StreamRouter: no frame of this layer lives as long as a stream.
         if scope["type"] == "http":
             try:
                 single_authorization(scope["headers"])
             except AuthError as exc:
-                await send_error(send, exc.status, exc.message)
-                return
-        await self.app(scope, receive, send)
+                return send_error(send, exc.status, exc.message)
+        return self.app(scope, receive, send)
 
 
 class StreamRouter:
@@ -328,10 +332,14 @@ class FastUnicast:
         self.node = node
         self.limit = node.settings.max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function for what it does not take, as StreamRouter: no frame of this layer
+        # lives as long as a stream.
         if scope["type"] != "http" or scope["path"] != UNICAST_ROUTE or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._unicast(scope, receive, send)
+
+    async def _unicast(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         taken = None
         if message["type"] == "http.request" and not message.get("more_body"):

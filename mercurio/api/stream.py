@@ -54,8 +54,10 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
         message = f"too many open streams: at most {cap} per client"
         await send_error(send, 429, message, [(b"retry-after", wait.encode())])
         return
-    _forget_request_headers(scope)
+    _forget_request(scope)
     connection = scope.get(CONNECTION)
+    if connection is not None:
+        connection.outlive_request()
     # serve() registers before its first await: the count just checked still holds.
     await serve(
         node.hub,
@@ -87,14 +89,22 @@ async def _topics(node: Node, client_id: str) -> dict[str, int]:
     return stored
 
 
-def _forget_request_headers(scope: Scope) -> None:
-    """Keep of the request's headers only what a layer may still read: CORS, the Origin.
+SCOPE_DROPPED_FOR_A_STREAM = ("raw_path", "query_string", "state")
+"""What of the scope no layer reads once a stream is accepted: the raw path, the query string
+(a ticket), and the copy of the lifespan state, each a per-stream object for hours."""
 
-    The rest (the token above all, ~0.5 KiB) would otherwise live as long as the stream. In
-    place: the list may be one a layer outside kept (CORSMiddleware's copy).
+
+def _forget_request(scope: Scope) -> None:
+    """Keep of the request only what a layer may still read: of its headers the Origin (CORS),
+    and the scope's method, path and route (uvicorn, the request log).
+
+    The rest (the token above all, ~0.5 KiB) would otherwise live as long as the stream. The
+    headers in place: the list may be one a layer outside kept (CORSMiddleware's copy).
     """
     headers = scope["headers"]
     headers[:] = [(name, value) for name, value in headers if name == b"origin"]
+    for key in SCOPE_DROPPED_FOR_A_STREAM:
+        scope.pop(key, None)
 
 
 async def _accept(node: Node, scope: Scope, client_id: str) -> StreamRequest:

@@ -131,8 +131,14 @@ DEFAULT_ROW: dict[str, Any] = {
 }
 
 
+NO_CATEGORIES: frozenset[str] = frozenset()
+"""Shared by every client that mutes nothing: each empty frozenset is 216 bytes, and the hub
+keeps one per client with an open stream."""
+
+
 def _categories(value: str | None) -> frozenset[str]:
-    return frozenset(orjson.loads(value)) if value else frozenset()
+    categories = orjson.loads(value) if value else None
+    return frozenset(categories) if categories else NO_CATEGORIES
 
 
 def _encoded(categories: Iterable[str]) -> str:
