@@ -14,6 +14,9 @@ TOPIC_PREFIX = "#"
 starts with "#", so every query by client id already leaves it out."""
 
 DEFAULT_CATEGORY = "general"
+NO_CATEGORIES: frozenset[str] = frozenset()
+"""One empty set for every client that mutes nothing: each `frozenset()` is 0.2 KiB, and the
+hub and every stream's frames keep one per client for as long as it has a stream."""
 CATEGORY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
 EVENT_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")

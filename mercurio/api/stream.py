@@ -56,8 +56,6 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send, client_
         return
     _forget_request(scope)
     connection = scope.get(CONNECTION)
-    if connection is not None:
-        connection.outlive_request()
     # serve() registers before its first await: the count just checked still holds.
     await serve(
         node.hub,
@@ -96,7 +94,8 @@ SCOPE_DROPPED_FOR_A_STREAM = ("raw_path", "query_string", "state")
 
 def _forget_request(scope: Scope) -> None:
     """Keep of the request only what a layer may still read: of its headers the Origin (CORS),
-    and the scope's method, path and route (uvicorn, the request log).
+    and the scope's method, path and route (uvicorn, the request log); the connection's
+    parser goes too.
 
     The rest (the token above all, ~0.5 KiB) would otherwise live as long as the stream. The
     headers in place: the list may be one a layer outside kept (CORSMiddleware's copy).
@@ -105,6 +104,9 @@ def _forget_request(scope: Scope) -> None:
     headers[:] = [(name, value) for name, value in headers if name == b"origin"]
     for key in SCOPE_DROPPED_FOR_A_STREAM:
         scope.pop(key, None)
+    connection = scope.get(CONNECTION)
+    if connection is not None:
+        connection.outlive_request()
 
 
 async def _accept(node: Node, scope: Scope, client_id: str) -> StreamRequest:

@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mercurio.model import Notification, utc
+from mercurio.model import NO_CATEGORIES, Notification, utc
 from mercurio.schema import announcement_states, notifications, preferences, stream_tickets
 from mercurio.store.reads import row_to_notification, unread, visible
 
@@ -129,11 +129,6 @@ DEFAULT_ROW: dict[str, Any] = {
     "push_muted": "[]",
     "email_muted": "[]",
 }
-
-
-NO_CATEGORIES: frozenset[str] = frozenset()
-"""Shared by every client that mutes nothing: each empty frozenset is 216 bytes, and the hub
-keeps one per client with an open stream."""
 
 
 def _categories(value: str | None) -> frozenset[str]:
