@@ -11,12 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Message, Receive, Scope, Send
 
 from mercurio.api.app import create_app
+from mercurio.api.layers import RequestContext
 from mercurio.config import load_settings
 from mercurio.fanout import LinkHealth, LocalFanout
 from mercurio.hub import Hub
-from mercurio.metrics import histogram
+from mercurio.metrics import HttpTally, histogram
 from mercurio.node import Node
 from mercurio.stats import LatencyTally
 from tests.conftest import PUBLISHER, ServerProcess, bearer, make_token, new_client_id
@@ -245,6 +247,35 @@ async def test_a_remote_client_is_refused_in_process_too() -> None:
         transport = httpx.ASGITransport(app=app, client=(host, 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             assert (await client.get("/metrics")).status_code == status
+
+
+async def test_an_answer_is_counted_before_its_app_finishes_after_the_last_byte() -> None:
+    """A file answer closes its file in a thread after its last byte: CI read /metrics first."""
+    tally = HttpTally()
+    closing = asyncio.Event()
+
+    async def answers_then_closes_a_file(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"asset"})
+        await closing.wait()
+
+    last_byte_sent = asyncio.Event()
+
+    async def collect(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            last_byte_sent.set()
+
+    async def nothing() -> Message:
+        return {"type": "http.disconnect"}
+
+    scope: Scope = {"type": "http", "method": "GET", "path": "/docs/assets/a.css", "headers": []}
+    app = RequestContext(answers_then_closes_a_file, "node-1", tally)
+    answering = asyncio.create_task(app(scope, nothing, collect))
+    await asyncio.wait_for(last_byte_sent.wait(), 10)
+    assert tally.answers == {("GET", "/docs/assets/{path}", 200): 1}
+    closing.set()
+    await answering
+    assert tally.answers == {("GET", "/docs/assets/{path}", 200): 1}, "counted twice"
 
 
 class _LinkedFanout(LocalFanout):

@@ -82,6 +82,13 @@ class RequestContext:
         request_id = _request_id(scope["headers"])
         policy = scope["path"] not in DOCS_PAGES
         status = 0
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if self.tally is not None and not counted:
+                self.tally.record(scope["method"], route_of(scope), status)
+            counted = True
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -90,6 +97,11 @@ class RequestContext:
                 # Built here, not kept beside the id: a stream would hold both for hours.
                 echoed = (b"x-request-id", request_id.encode())
                 message["headers"] = _with_headers(message.get("headers", ()), echoed, policy)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the client can have the whole answer: an app may still work
+                # after its last byte (a file answer closes its file in a thread), and a client
+                # that reads /metrics next must find this answer there.
+                count()
             await send(message)
 
         # Unbound by name at the end, not reset with the tokens bind returns: those tokens
@@ -103,8 +115,7 @@ class RequestContext:
             raise
         finally:
             _log(scope, status, time.perf_counter() - started)
-            if self.tally is not None:
-                self.tally.record(scope["method"], route_of(scope), status)
+            count()
             structlog.contextvars.unbind_contextvars("request_id", "node_id")
 
 
