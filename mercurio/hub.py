@@ -220,7 +220,7 @@ class Hub:
                 continue
             subs = self._by_client.get(note.client_id)
             if subs and note.category not in self._muted.get(note.client_id, ()):
-                frame = sse.NotificationFrame(note).for_client(note.client_id)
+                frame = sse.notification(note, note.client_id)
                 self._push(subs, note.id, note.category, frame, now)
 
     def written(self, since: float) -> None:

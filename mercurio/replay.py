@@ -71,7 +71,7 @@ async def _write_page(writer: StreamWriter, client_id: str, page: Replay, stall:
     frames: list[bytes] = []
     size = 0
     for i, note in enumerate(page.notifications, 1):
-        frame = sse.NotificationFrame(note).for_client(client_id)
+        frame = sse.notification(note, client_id)
         frames.append(frame)
         size += len(frame)
         if size >= WRITE_BYTES or i == len(page.notifications):

@@ -46,24 +46,34 @@ class NotificationFrame:
         self.id = note.id
         self.category = note.category
         marker = "\x00client\x00"
-        fields = {
-            "notificationID": note.id,
-            "eventID": note.event_id,
-            "sourceID": note.source_id,
-            "clientID": marker,
-            "data": orjson.Fragment(note.data_json),
-            "category": note.category,
-            "createdAt": rfc3339(note.created_at),
-        }
-        if note.expires_at is not None:
-            fields["expiresAt"] = rfc3339(note.expires_at)
-        if note.topic is not None:
-            fields["topic"] = note.topic
-        body = orjson.dumps(fields)
-        head, _, tail = body.partition(orjson.dumps(marker))
+        head, _, tail = _json(note, marker).partition(orjson.dumps(marker))
         self.head = b"id: %d\ndata: %s" % (note.id, head)
         self.tail = tail + b"\n\n"
 
     def for_client(self, client_id: str) -> bytes:
         """The bytes for one receiving client."""
         return self.head + orjson.dumps(client_id) + self.tail
+
+
+def notification(note: Notification, client_id: str) -> bytes:
+    """The frame of a notification for one client: one encoding, no split (a unicast, or one
+    row of a broadcast, goes to one client only)."""
+    return b"id: %d\ndata: %s\n\n" % (note.id, _json(note, client_id))
+
+
+def _json(note: Notification, client_id: str) -> bytes:
+    fields = {
+        "notificationID": note.id,
+        "eventID": note.event_id,
+        "sourceID": note.source_id,
+        "clientID": client_id,
+        "data": orjson.Fragment(note.data_json),
+        "category": note.category,
+        "createdAt": rfc3339(note.created_at),
+    }
+    if note.expires_at is not None:
+        fields["expiresAt"] = rfc3339(note.expires_at)
+    topic = note.topic
+    if topic is not None:
+        fields["topic"] = topic
+    return orjson.dumps(fields)
