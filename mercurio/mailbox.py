@@ -126,7 +126,7 @@ class Subscription:
         if self._asleep():
             # Frames of one turn of the loop (a commit, often many) leave together, without a
             # wake-up of the writer's task and a trip down the ASGI send chain.
-            asyncio.get_running_loop().call_soon(self._express)
+            _expresses_of(asyncio.get_running_loop()).add(self)
         else:
             self._wake()
         return True
@@ -147,7 +147,12 @@ class Subscription:
             return
         buffer, self.buffer = self.buffer, []
         chunk, sent = take(buffer, self.sent)
-        if not chunk or express(chunk):
+        try:
+            written = not chunk or express(chunk)
+        except BaseException:
+            self.buffer = buffer  # still owed: the writer's own send tries, or ends the stream
+            raise
+        if written:
             self.buffered_bytes = 0
             self.sent = sent
             if chunk and self.on_written is not None:
@@ -274,6 +279,43 @@ def _alarms_of(loop: asyncio.AbstractEventLoop) -> _Alarms:
     if not _ALARMS or _ALARMS[0].loop is not loop:
         _ALARMS[:] = [_Alarms(loop)]
     return _ALARMS[0]
+
+
+class _Expresses:
+    """The idle streams that got frames during this turn of the loop, written at its end by one
+    loop callback for all of them: a callback per stream was a handle and a loop turn per
+    delivery of a broadcast."""
+
+    __slots__ = ("due", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.due: list[Subscription] = []
+
+    def add(self, sub: Subscription) -> None:
+        if not self.due:
+            self.loop.call_soon(self._run)
+        self.due.append(sub)
+
+    def _run(self) -> None:
+        due, self.due = self.due, []
+        for sub in due:
+            try:
+                sub._express()
+            except Exception:
+                # One stream's failure must not leave the others' frames unwritten.
+                log.exception("stream.express_failed", client_id=sub.client_id)
+                sub._wake()
+
+
+_EXPRESSES: list[_Expresses] = []
+
+
+def _expresses_of(loop: asyncio.AbstractEventLoop) -> _Expresses:
+    """The running loop's express queue (a new loop, as in tests, gets a new one)."""
+    if not _EXPRESSES or _EXPRESSES[0].loop is not loop:
+        _EXPRESSES[:] = [_Expresses(loop)]
+    return _EXPRESSES[0]
 
 
 def take(buffer: list[tuple[int, bytes]], last_sent: int) -> tuple[bytes, int]:

@@ -92,3 +92,33 @@ async def test_wait_wakes_on_push_and_on_timeout() -> None:
     sub.buffer.clear()
     await asyncio.wait_for(sub.wait(0.01), 5)
     assert sub.waiter is None
+
+
+async def test_idle_streams_of_one_turn_are_written_together_and_one_failure_spares_the_rest() -> (
+    None
+):
+    hub = Hub()
+    subs = [Subscription(f"c{i}", limit=5) for i in range(3)]
+    written: dict[str, bytes] = {}
+
+    def express_for(sub: Subscription) -> None:
+        def express(chunk: bytes) -> bool:
+            if sub.client_id == "c0":
+                raise RuntimeError("this socket broke")
+            written[sub.client_id] = chunk
+            return True
+
+        sub.express = express
+        sub.sleep(30)  # asleep in its live loop: frames go out without waking it
+
+    for sub in subs:
+        hub.register(sub)
+        express_for(sub)
+    hub.deliver([note(i + 1, f"c{i}") for i in range(3)])
+    assert written == {}, "written at the end of the turn, not during the deliver"
+    await asyncio.sleep(0)
+    assert sorted(written) == ["c1", "c2"]
+    assert all(sub.buffer == [] for sub in subs[1:])
+    # The stream whose write failed keeps its frame and its writer is woken to send it.
+    assert [nid for nid, _ in subs[0].buffer] == [1]
+    assert subs[0].waiter is not None and subs[0].waiter.done()
