@@ -126,7 +126,7 @@ class Subscription:
         if self._asleep():
             # Frames of one turn of the loop (a commit, often many) leave together, without a
             # wake-up of the writer's task and a trip down the ASGI send chain.
-            _expresses_of(asyncio.get_running_loop()).add(self)
+            _shared(asyncio.get_running_loop()).expresses.add(self)
         else:
             self._wake()
         return True
@@ -196,7 +196,7 @@ class Subscription:
             return None
         loop = asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
-        _alarms_of(loop).schedule(self, loop.time() + timeout)
+        _shared(loop).alarms.schedule(self, loop.time() + timeout)
         return waiter
 
     def woke(self) -> None:
@@ -206,8 +206,8 @@ class Subscription:
 
     def forget_alarm(self) -> None:
         """The stream is over: leave the alarms."""
-        if self.alarm and _ALARMS:
-            _ALARMS[0].discard(self)
+        if self.alarm and _SHARED:
+            _SHARED[0].alarms.discard(self)
 
 
 ALARM_STEP = 0.1
@@ -271,16 +271,6 @@ class _Alarms:
             self._arm(self.order[0])
 
 
-_ALARMS: list[_Alarms] = []
-
-
-def _alarms_of(loop: asyncio.AbstractEventLoop) -> _Alarms:
-    """The running loop's alarms (one loop at a time: a new loop, as in tests, gets new ones)."""
-    if not _ALARMS or _ALARMS[0].loop is not loop:
-        _ALARMS[:] = [_Alarms(loop)]
-    return _ALARMS[0]
-
-
 class _Expresses:
     """The idle streams that got frames during this turn of the loop, written at its end by one
     loop callback for all of them: a callback per stream was a handle and a loop turn per
@@ -308,14 +298,26 @@ class _Expresses:
                 sub._wake()
 
 
-_EXPRESSES: list[_Expresses] = []
+class _Shared:
+    """What the mailboxes of one loop share: its alarms and its express queue."""
+
+    __slots__ = ("alarms", "expresses", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.alarms = _Alarms(loop)
+        self.expresses = _Expresses(loop)
 
 
-def _expresses_of(loop: asyncio.AbstractEventLoop) -> _Expresses:
-    """The running loop's express queue (a new loop, as in tests, gets a new one)."""
-    if not _EXPRESSES or _EXPRESSES[0].loop is not loop:
-        _EXPRESSES[:] = [_Expresses(loop)]
-    return _EXPRESSES[0]
+_SHARED: list[_Shared] = []
+
+
+def _shared(loop: asyncio.AbstractEventLoop) -> _Shared:
+    """The running loop's shared parts (one loop at a time: a new loop, as in tests, gets new
+    ones)."""
+    if not _SHARED or _SHARED[0].loop is not loop:
+        _SHARED[:] = [_Shared(loop)]
+    return _SHARED[0]
 
 
 def take(buffer: list[tuple[int, bytes]], last_sent: int) -> tuple[bytes, int]:
