@@ -26,8 +26,9 @@ notifications = sa.Table(
     sa.Column("publisher_id", sa.String(128), nullable=False, server_default=""),
     # A newer notification with the same (client, collapse_key) replaces this one (0008).
     sa.Column("collapse_key", sa.String(64), nullable=True),
+    # Event first (0010): the same key finds an event's rows for retraction and scheduling.
     sa.UniqueConstraint(
-        "client_id", "publisher_id", "event_id", name="uq_notifications_client_publisher_event"
+        "publisher_id", "event_id", "client_id", name="uq_notifications_publisher_event_client"
     ),
     sa.Index("ix_notifications_client_id_id", "client_id", "id"),
     sa.Index(
@@ -37,7 +38,6 @@ notifications = sa.Table(
         postgresql_where=sa.text("collapse_key IS NOT NULL"),
         sqlite_where=sa.text("collapse_key IS NOT NULL"),
     ),
-    sa.Index("ix_notifications_publisher_event", "publisher_id", "event_id"),
     # Retention finds deleted and expiring rows without a scan (migration 0009); partial, so
     # a publish without an expiry pays nothing for them.
     sa.Index(

@@ -377,6 +377,46 @@ async def test_users_known_before_the_upgrade_keep_their_announcements(
         assert await inbox(api, newcomer) == ([min(announced)], 0)
 
 
+async def test_the_unique_key_leads_with_the_event_after_the_upgrade_and_keeps_the_rows(
+    db_conn: str, start: Any
+) -> None:
+    user, other = new_client_id(), new_client_id()
+    async with database(db_conn) as db:
+        async with db.begin() as conn:
+            await conn.run_sync(_migrate, "0009")
+            row = {"source_id": "t", "category": "general", "data": '"x"', "publisher_id": "666"}
+            now = datetime.now(UTC)
+            await conn.execute(
+                n.insert(),
+                [
+                    {**row, "event_id": "e1", "client_id": c, "created_at": now}
+                    for c in (user, other)
+                ],
+            )
+        (old_id, _) = sorted(await stored_ids(db))
+    server = start()  # migrates to the newest revision
+    async with database(db_conn) as db, db.connect() as conn:
+        indexes, unique = await conn.run_sync(_keys_of_notifications)
+    # One b-tree fewer per row: the unique key finds an event's rows (0010).
+    assert unique == [["publisher_id", "event_id", "client_id"]], unique
+    assert ["publisher_id", "event_id"] not in indexes, indexes
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+        assert await inbox(api, user) == ([old_id], 1)
+        body = {"sourceID": "t", "destinationID": user, "id": "e1", "data": "x"}
+        again = await api.post("/api/events/unicast", json=body, headers=PUBLISHER)
+        assert again.status_code == 200 and again.json()["notificationID"] == old_id, again.text
+        retracted = await api.delete("/api/events/e1", headers=PUBLISHER)
+        assert retracted.status_code == 200 and retracted.json()["retracted"] == 2, retracted.text
+        assert await inbox(api, user) == ([], 0)
+
+
+def _keys_of_notifications(conn: sa.Connection) -> tuple[list[list[str]], list[list[str]]]:
+    inspector = sa.inspect(conn)
+    indexes = [list(i["column_names"]) for i in inspector.get_indexes("notifications")]
+    unique = [list(u["column_names"]) for u in inspector.get_unique_constraints("notifications")]
+    return indexes, unique
+
+
 def run_prune(conn: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mercurio", "db", "prune"],
