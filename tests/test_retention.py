@@ -349,22 +349,25 @@ def _migrate(connection: sa.Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
+async def stored_at_revision(db: AsyncEngine, revision: str, rows: list[tuple[str, str]]) -> None:
+    """Migrate to an older revision and store (event id, client) rows the way it did."""
+    async with db.begin() as conn:
+        await conn.run_sync(_migrate, revision)
+        row = {"source_id": "t", "category": "general", "data": '"x"', "publisher_id": "666"}
+        now = datetime.now(UTC)
+        await conn.execute(
+            n.insert(),
+            [{**row, "event_id": e, "client_id": c, "created_at": now} for e, c in rows],
+        )
+
+
 async def test_users_known_before_the_upgrade_keep_their_announcements(
     db_conn: str, start: Any
 ) -> None:
     known, preferring, newcomer = new_client_id(), new_client_id(), new_client_id()
     async with database(db_conn) as db:
+        await stored_at_revision(db, "0006", [("a", "*"), ("u", known)])
         async with db.begin() as conn:
-            await conn.run_sync(_migrate, "0006")
-            row = {"source_id": "t", "category": "general", "data": '"x"', "publisher_id": "666"}
-            now = datetime.now(UTC)
-            await conn.execute(
-                n.insert(),
-                [
-                    {**row, "event_id": "a", "client_id": "*", "created_at": now},
-                    {**row, "event_id": "u", "client_id": known, "created_at": now},
-                ],
-            )
             await conn.execute(
                 sa.text("INSERT INTO preferences (client_id, muted_categories) VALUES (:c, '[]')"),
                 {"c": preferring},
@@ -382,17 +385,7 @@ async def test_the_unique_key_leads_with_the_event_after_the_upgrade_and_keeps_t
 ) -> None:
     user, other = new_client_id(), new_client_id()
     async with database(db_conn) as db:
-        async with db.begin() as conn:
-            await conn.run_sync(_migrate, "0009")
-            row = {"source_id": "t", "category": "general", "data": '"x"', "publisher_id": "666"}
-            now = datetime.now(UTC)
-            await conn.execute(
-                n.insert(),
-                [
-                    {**row, "event_id": "e1", "client_id": c, "created_at": now}
-                    for c in (user, other)
-                ],
-            )
+        await stored_at_revision(db, "0009", [("e1", user), ("e1", other)])
         (old_id, _) = sorted(await stored_ids(db))
     server = start()  # migrates to the newest revision
     async with database(db_conn) as db, db.connect() as conn:
