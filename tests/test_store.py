@@ -200,6 +200,23 @@ async def test_same_event_to_same_destination_is_stored_once(store: Store) -> No
     assert [n.data_json for n in page.notifications] == ['"x"']
 
 
+async def test_a_publish_longer_than_one_insert_statement_stores_every_row_in_order(
+    store: Store,
+) -> None:
+    # Longer than any one statement or IN-list chunk: every row stored, in order, read back.
+    count = 1234
+    stored = await store.publish(
+        [item(f"c{i}", "wide", data=f'{{"n": {i}}}') for i in range(count)]
+    )
+    ids = [note.id for note in stored]
+    assert ids == list(range(ids[0], ids[0] + count))
+    for i in (0, 499, 500, 999, 1000, 1233):
+        page = await store.page(f"c{i}")
+        assert [(n.id, n.data_json) for n in page.notifications] == [(ids[i], f'{{"n": {i}}}')]
+    again = await store.publish([item(f"c{i}", "wide", data=f'{{"n": {i}}}') for i in range(count)])
+    assert [note.id for note in again] == ids
+
+
 async def test_page_orders_newest_first_and_filters(store: Store) -> None:
     stored = await store.publish(
         [item("a", f"e{i}", category="c" if i % 2 else "d") for i in range(7)]
