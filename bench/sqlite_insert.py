@@ -8,7 +8,7 @@ stdlib driver lets go of the GIL around every sqlite3_step; executemany steps on
 must win the GIL back once a row, and each time waits out the switch interval. One multi-row
 INSERT steps once per 500 rows. Both are run alone and contended, in one run.
 
-Measured 2026-12-05: alone 4.6 -> 3.8 µs a row; beside the spinning thread 1,200 -> 27 µs a
+Measured 2026-12-05: alone 4.8 -> 4.1 µs a row; beside the spinning thread 1,510 -> 24 µs a
 row of wall time. In the server (bench.run A/B, three rounds) the change did not show: the
 event loop waits in epoll often enough that the writer wins the GIL back, so the writer still
 uses executemany.
@@ -26,12 +26,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from mercurio.schema import metadata
+from mercurio.store.sqlite_writes import _INSERT
 
-_INSERT = (
-    "INSERT INTO notifications (id, event_id, source_id, client_id, category, data,"
-    " created_at, publisher_id, expires_at, collapse_key) VALUES "
-)
-_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The writer's own statement; the multi-row form repeats its row of marks.
+_HEAD, _ROW_MARKS = _INSERT.split(" VALUES ")
 INSERT_CHUNK = 500  # rows per multi-row statement: 5,000 parameters
 
 ROWS = 1000
@@ -59,13 +57,14 @@ def _rows(first: int, batch: int) -> list[Row]:
 
 
 def executemany(conn: sqlite3.Connection, rows: list[Row]) -> None:
-    conn.executemany(_INSERT + _ROW_MARKS, rows)
+    conn.executemany(_INSERT, rows)
 
 
 def multirow(conn: sqlite3.Connection, rows: list[Row]) -> None:
     for start in range(0, len(rows), INSERT_CHUNK):
         part = rows[start : start + INSERT_CHUNK]
-        conn.execute(_INSERT + ", ".join([_ROW_MARKS] * len(part)), [v for r in part for v in r])
+        marks = ", ".join([_ROW_MARKS] * len(part))
+        conn.execute(f"{_HEAD} VALUES {marks}", [v for r in part for v in r])
 
 
 def _spin(stop: threading.Event) -> None:
@@ -77,8 +76,8 @@ def measure(insert: Callable[[sqlite3.Connection, list[Row]], None], contended: 
     with tempfile.TemporaryDirectory() as folder:
         conn = _database(Path(folder))
         stop = threading.Event()
-        spinner = threading.Thread(target=_spin, args=(stop,))
-        if contended:
+        spinner = threading.Thread(target=_spin, args=(stop,)) if contended else None
+        if spinner is not None:
             spinner.start()
         batches = 20
         wall, cpu = time.perf_counter(), time.thread_time()
@@ -88,7 +87,7 @@ def measure(insert: Callable[[sqlite3.Connection, list[Row]], None], contended: 
             conn.execute("COMMIT")
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
         stop.set()
-        if contended:
+        if spinner is not None:
             spinner.join()
         conn.close()
     per_row = 1e6 / (batches * ROWS)

@@ -205,15 +205,14 @@ async def test_a_publish_longer_than_one_insert_statement_stores_every_row_in_or
 ) -> None:
     # Longer than any one statement or IN-list chunk: every row stored, in order, read back.
     count = 1234
-    stored = await store.publish(
-        [item(f"c{i}", "wide", data=f'{{"n": {i}}}') for i in range(count)]
-    )
+    items = [item(f"c{i}", "wide", data=f'{{"n": {i}}}') for i in range(count)]
+    stored = await store.publish(items)
     ids = [note.id for note in stored]
     assert ids == list(range(ids[0], ids[0] + count))
     for i in (0, 499, 500, 999, 1000, 1233):
         page = await store.page(f"c{i}")
         assert [(n.id, n.data_json) for n in page.notifications] == [(ids[i], f'{{"n": {i}}}')]
-    again = await store.publish([item(f"c{i}", "wide", data=f'{{"n": {i}}}') for i in range(count)])
+    again = await store.publish(items)
     assert [note.id for note in again] == ids
 
 
